@@ -1,0 +1,51 @@
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tftransfer.demo import DemoConfig
+from tftransfer.demo import run_demo
+
+QUICK = dataclasses.replace(DemoConfig(), source_epochs=5, head_epochs=2, fine_tune_epochs=1)
+
+
+def test_quick_demo_writes_report_plot_and_a_servable_export(tmp_path):
+    lines = []
+    report = run_demo(tmp_path, config=QUICK, report=lines.append)
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk["transfer_accuracy"] == report["transfer_accuracy"]
+    for key in ("transfer_accuracy", "scratch_accuracy", "head_only_accuracy",
+                "source_accuracy_inference_mode"):
+        assert 0.0 <= report[key] <= 1.0
+    assert set(report["seconds"]) >= {"source_pretraining", "head", "fine_tune", "scratch",
+                                      "export", "total"}
+    assert os.path.isfile(os.path.join(report["export_dir"], "saved_model.pb"))
+    assert os.path.getsize(report["learning_curve"]) > 10_000  # a real PNG
+    assert report["data"]["target_train"] == 5 * QUICK.shots
+    served = report["served_sample"]
+    assert served["tftransfer_imported"] is False
+    assert len(served["predicted"]) == 8
+    assert set(served["predicted"]) <= {"5", "6", "7", "8", "9"}
+    assert report["history"]["transfer"]["phase"] == [1, 1, 2]
+    assert any(line.startswith("[5/5]") for line in lines)
+
+
+def test_cli_demo_quick(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "tftransfer.cli", "demo", "--quick", "--out", str(out)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "transfer (two-phase)" in result.stdout and "from scratch" in result.stdout
+    assert "[5/5]" in result.stdout
+    assert (out / "report.json").exists()
+
+
+def test_cli_lists_backbones():
+    result = subprocess.run([sys.executable, "-m", "tftransfer.cli", "backbones"],
+                            capture_output=True, text=True, check=True)
+    assert "efficientnet_b0" in result.stdout and "keras.applications.EfficientNetB0" in result.stdout

@@ -1,0 +1,190 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tftransfer as tft
+from helpers import labelled
+from helpers import tiny_backbone
+from helpers import tiny_classifier
+from helpers import weights_by_path
+
+
+def _bn_stats(model):
+    return {
+        v.path: np.array(v.numpy())
+        for layer in model.backbone._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization)
+        for v in layer.weights
+    }
+
+
+def _block_of(path):
+    return path.split("/")[-2].split("_")[0]  # "block2_conv/kernel" -> "block2"
+
+
+def test_freeze_test_phase_one_keeps_backbone_and_batchnorm_bit_identical():
+    model = tiny_classifier()
+    x, y = labelled()
+    backbone_before = weights_by_path(model.backbone)
+    head_before = weights_by_path(model.output_dense)
+    tft.fit_head(model, x, y=y, epochs=2, batch_size=8, verbose=0)
+    for path, value in weights_by_path(model.backbone).items():
+        np.testing.assert_array_equal(value, backbone_before[path], err_msg=path)
+    assert any(not np.array_equal(v, head_before[p])
+               for p, v in weights_by_path(model.output_dense).items())
+
+
+def test_phase_two_unfreezes_exactly_the_top_blocks_and_leaves_batchnorm_untouched():
+    model = tiny_classifier()
+    x, y = labelled()
+    tft.fit_head(model, x, y=y, epochs=1, batch_size=8, verbose=0)
+    bn_before = _bn_stats(model)
+    before = weights_by_path(model.backbone)
+    tft.fine_tune(model, x, y=y, epochs=2, unfreeze_blocks=2, batch_size=8, verbose=0)
+    after = weights_by_path(model.backbone)
+    for path, value in _bn_stats(model).items():  # moving stats and gamma/beta
+        np.testing.assert_array_equal(value, bn_before[path], err_msg=path)
+    changed = {_block_of(p) for p in after if not np.array_equal(after[p], before[p])}
+    assert changed == {"block2", "block3"}
+    trainable = {_block_of(v.path) for v in model.backbone.trainable_weights}
+    assert trainable == {"block2", "block3"}
+    assert not any("_bn" in v.path for v in model.backbone.trainable_weights)
+
+
+def test_batchnorm_would_drift_without_freezing_it():
+    """The trap the recipe guards against (keras#20285): training=False on the
+    backbone call does not stop trainable BatchNormalization from updating."""
+    model = tiny_classifier()
+    x, y = labelled()
+    model.backbone.trainable = True
+    model.compile()
+    before = _bn_stats(model)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert any(not np.array_equal(v, before[p]) for p, v in _bn_stats(model).items())
+
+
+def test_unfreeze_top_blocks_returns_block_names():
+    model = tiny_classifier()
+    assert tft.unfreeze_top_blocks(model, 1) == ["block3"]
+    assert {l.name for l in model.backbone.layers if l.trainable and l.weights} == {"block3_conv"}
+    assert tft.unfreeze_top_blocks(model, "all") == ["block1", "block2", "block3"]
+
+
+def test_unfreeze_from_layer():
+    model = tiny_classifier()
+    assert tft.unfreeze_top_blocks(model, from_layer="block2_conv") == ["block2_conv"]
+    trainable = {l.name for l in model.backbone.layers if l.trainable and l.weights}
+    assert trainable == {"block2_conv", "block3_conv"}
+
+
+def test_unfreeze_too_many_blocks_fails_before_training():
+    model = tiny_classifier()
+    x, y = labelled()
+    before = weights_by_path(model)
+    with pytest.raises(ValueError, match=r"Cannot unfreeze 5 blocks: backbone 'tiny_backbone' has 3 "
+                                         r"\(block1, block2, block3\).*Received: num_blocks=5"):
+        tft.fit_two_phase(model, x, y=y, head_epochs=1, fine_tune_epochs=1, unfreeze_blocks=5,
+                          verbose=0)
+    for path, value in weights_by_path(model).items():  # phase 1 never ran
+        np.testing.assert_array_equal(value, before[path])
+
+
+@pytest.mark.parametrize("bad", [0, -1, "two", 1.5])
+def test_bad_unfreeze_request(bad):
+    with pytest.raises(ValueError, match=rf"`num_blocks` must be a positive integer or 'all'"):
+        tft.unfreeze_top_blocks(tiny_classifier(), bad)
+
+
+def test_unknown_from_layer_lists_candidates():
+    with pytest.raises(ValueError, match=r"no layer named 'block9_conv'.*blocks start at: .*block1.*"
+                                         r"Received: from_layer='block9_conv'"):
+        tft.unfreeze_top_blocks(tiny_classifier(), from_layer="block9_conv")
+
+
+def test_both_num_blocks_and_from_layer():
+    with pytest.raises(ValueError, match=r"Pass exactly one of `num_blocks`"):
+        tft.unfreeze_top_blocks(tiny_classifier(), 1, from_layer="block2_conv")
+
+
+def test_training_needs_a_tftransfer_classifier():
+    inputs = keras.Input((4,))
+    plain = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with pytest.raises(TypeError, match=r"`model` must be a classifier with a `.backbone`"):
+        tft.fit_head(plain, np.zeros((2, 4)), y=np.zeros(2), epochs=1)
+
+
+def test_epochs_in_fit_kwargs_is_refused():
+    with pytest.raises(TypeError, match=r"sets `epochs` itself.*head_epochs"):
+        tft.fit_two_phase(tiny_classifier(), *labelled(), epochs=3)
+
+
+def test_negative_epochs():
+    x, y = labelled()
+    with pytest.raises(ValueError, match=r"`head_epochs` must be a non-negative integer. Received: head_epochs=-1"):
+        tft.fit_two_phase(tiny_classifier(), x, y=y, head_epochs=-1)
+
+
+def test_two_phase_history_callbacks_and_learning_rates():
+    model = tiny_classifier()
+    x, y = labelled()
+    seen = []
+    callback = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))
+    history = tft.fit_two_phase(
+        model, x, (x, y), y=y, head_epochs=2, fine_tune_epochs=3, unfreeze_blocks=1,
+        learning_rate=2e-3, batch_size=8, callbacks=[callback], verbose=0,
+    )
+    assert history.epoch == [0, 1, 2, 3, 4] and seen == [0, 1, 2, 3, 4]
+    assert history.history["phase"] == [1, 1, 2, 2, 2]
+    assert len(history.history["val_accuracy"]) == 5
+    assert history.model is model
+    summary = model.training_summary
+    assert [s["phase"] for s in summary] == [1, 2]
+    assert summary[0]["learning_rate"] == 2e-3
+    assert summary[1]["learning_rate"] == pytest.approx(2e-4)  # a tenth of phase 1's
+    assert summary[1]["unfrozen_blocks"] == ["block3"]
+    # phase 2 warms up from 0: 3 epochs x 3 steps, 10% warmup -> 1 warmup step
+    schedule = model.optimizer._learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(1)) == pytest.approx(2e-4)
+
+
+def test_fine_tune_alone_defaults_to_a_tenth_of_the_current_rate():
+    model = tiny_classifier()
+    x, y = labelled()
+    tft.fit_head(model, x, y=y, epochs=1, learning_rate=5e-3, verbose=0)
+    tft.fine_tune(model, x, y=y, epochs=1, unfreeze_blocks=1, verbose=0)
+    assert model.training_summary[-1]["learning_rate"] == pytest.approx(5e-4)
+
+
+def test_dataset_input_and_learning():
+    x, y = labelled(n=60)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(60, seed=0).batch(10)
+    model = tiny_classifier(dropout=0.0)
+    history = tft.fit_two_phase(model, ds, ds, head_epochs=8, fine_tune_epochs=2,
+                                unfreeze_blocks=1, learning_rate=1e-2, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_warmup_schedule_shape():
+    schedule = tft.warmup_cosine_schedule(1.0, total_steps=10, warmup=0.2)
+    values = [float(schedule(s)) for s in range(11)]
+    assert values[0] == 0.0 and values[2] == pytest.approx(1.0)
+    assert values[10] == pytest.approx(0.0, abs=1e-6)
+    assert all(a >= b for a, b in zip(values[2:], values[3:]))
+    with pytest.raises(ValueError, match=r"`warmup` must be in \[0, 1\). Received: warmup=1.0"):
+        tft.warmup_cosine_schedule(1.0, total_steps=10, warmup=1.0)
+
+
+def test_distribution_strategy_scope_is_used():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = tft.build_classifier(tiny_backbone(), num_classes=3)
+    x, y = labelled()
+    tft.fit_two_phase(model, x, y=y, head_epochs=1, fine_tune_epochs=1, unfreeze_blocks=1,
+                      batch_size=8, verbose=0)
+    assert model.distribute_strategy is strategy
+    for variable in model.optimizer.variables:
+        assert isinstance(variable.value, tf.distribute.DistributedValues) or \
+            "Mirrored" in type(variable.value).__name__

@@ -1,0 +1,62 @@
+"""tftransfer: transfer learning for Keras 3 on TensorFlow, one call away.
+
+Example:
+
+>>> import tftransfer as tft
+>>> model = tft.build_classifier("efficientnet_b0", class_names=["a", "b"],
+...                              input_shape=(32, 32, 3), weights=None)
+>>> model.class_names
+['a', 'b']
+"""
+
+import os as _os
+
+# tftransfer is built on TensorFlow (tf.data, SavedModel, TF Serving): make it
+# Keras's backend unless the user chose one before importing Keras.
+_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from tftransfer.backbones import DEFAULT_BLOCK_PATTERN
+from tftransfer.backbones import ImageBackbone
+from tftransfer.backbones import WeightsUnavailableError
+from tftransfer.backbones import available_backbones
+from tftransfer.backbones import get_blocks
+from tftransfer.backbones import load_backbone
+from tftransfer.builders import ImageClassifier
+from tftransfer.builders import build_classifier
+from tftransfer.export import VersionExistsError
+from tftransfer.export import export_saved_model
+from tftransfer.export import read_labels
+from tftransfer.export import read_metadata
+from tftransfer.layers import PixelPreprocessing
+from tftransfer.training import fine_tune
+from tftransfer.training import fit_head
+from tftransfer.training import fit_two_phase
+from tftransfer.training import freeze_backbone
+from tftransfer.training import freeze_batchnorm
+from tftransfer.training import unfreeze_top_blocks
+from tftransfer.training import warmup_cosine_schedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BLOCK_PATTERN",
+    "ImageBackbone",
+    "ImageClassifier",
+    "PixelPreprocessing",
+    "VersionExistsError",
+    "WeightsUnavailableError",
+    "available_backbones",
+    "build_classifier",
+    "export_saved_model",
+    "fine_tune",
+    "fit_head",
+    "fit_two_phase",
+    "freeze_backbone",
+    "freeze_batchnorm",
+    "get_blocks",
+    "load_backbone",
+    "read_labels",
+    "read_metadata",
+    "unfreeze_top_blocks",
+    "warmup_cosine_schedule",
+]

@@ -1,0 +1,329 @@
+"""Builders: a frozen backbone plus a new dense head, as one `keras.Model`."""
+
+import keras
+
+from tftransfer.backbones import ImageBackbone
+from tftransfer.backbones import load_backbone
+
+_POOLING = ("avg", "max", "flatten")
+
+
+@keras.saving.register_keras_serializable(package="tftransfer")
+class ImageClassifier(keras.Model):
+    """A frozen backbone and a new dense head, with its class names.
+
+    The backbone is called with ``training=False``, so its BatchNormalization
+    layers run in inference mode; `tftransfer.fit_two_phase` also sets them
+    non-trainable, since in Keras 3 ``training=False`` alone does not keep
+    their statistics fixed once the layers are trainable (keras#20285).
+
+    The model takes raw pixels in [0, 255] (the backbone preprocesses) and
+    returns logits by default (``activation=None``); `compile()` then picks
+    a loss with ``from_logits=True``. Single-label models train on integer
+    labels, multi-label ones on multi-hot vectors.
+
+    Prefer `build_classifier`, which also loads a backbone by name.
+
+    Args:
+        backbone: a `keras.Model` from images to a feature map
+            ``(batch, h, w, c)`` or a feature vector ``(batch, c)``.
+        num_classes: number of classes; may be left out when `class_names`
+            is given.
+        class_names: names of the classes, in label order. Default:
+            ``["0", "1", ...]``.
+        pooling: ``"avg"``, ``"max"`` or ``"flatten"``, applied to a feature
+            map.
+        hidden_units: sizes of hidden dense layers in the head.
+        hidden_activation: activation of the hidden layers.
+        dropout: dropout rate before each dense layer of the head.
+        activation: activation of the output layer: `None` (logits),
+            ``"softmax"`` or ``"sigmoid"``.
+        multi_label: one sigmoid score per class instead of one softmax
+            over classes.
+
+    Attributes:
+        backbone: the backbone model, frozen after construction.
+        class_names: list of class names.
+        num_classes: number of classes.
+        training_summary: one dict per training phase run by
+            `tftransfer.fit_head` / `fine_tune` / `fit_two_phase` (phase,
+            epochs, learning rate, unfrozen blocks, seconds, final metrics);
+            `export_saved_model` writes it into the export's metadata.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone,
+        num_classes=None,
+        class_names=None,
+        pooling="avg",
+        hidden_units=(),
+        hidden_activation="relu",
+        dropout=0.2,
+        activation=None,
+        multi_label=False,
+        **kwargs,
+    ):
+        class_names = _resolve_class_names(num_classes, class_names)
+        _check_head_options(pooling, dropout, activation, multi_label, hidden_units)
+        if not isinstance(backbone, keras.Model):
+            raise TypeError(
+                "`backbone` must be a `keras.Model` (use `build_classifier` to "
+                "load one by name). Received: "
+                f"backbone={backbone!r} of type {type(backbone).__name__}"
+            )
+        feature_rank = len(backbone.output.shape)
+        if feature_rank not in (2, 4):
+            raise ValueError(
+                "`backbone` must output a feature map (batch, height, width, "
+                "channels) or a feature vector (batch, features). Received: a "
+                f"backbone with output shape {backbone.output.shape}"
+            )
+
+        # === Layers ===
+        self.backbone = backbone
+        self.backbone.trainable = False
+        if feature_rank == 4:
+            self.pooler = {
+                "avg": keras.layers.GlobalAveragePooling2D,
+                "max": keras.layers.GlobalMaxPooling2D,
+                "flatten": keras.layers.Flatten,
+            }[pooling](name="pooling")
+        else:
+            self.pooler = None
+        self.hidden_layers = [
+            keras.layers.Dense(units, activation=hidden_activation, name=f"head_dense_{i}")
+            for i, units in enumerate(hidden_units)
+        ]
+        self.dropout_layers = [
+            keras.layers.Dropout(dropout, name=f"head_dropout_{i}")
+            for i in range(len(hidden_units) + 1)
+        ]
+        # The output stays float32 under a mixed-precision policy.
+        self.output_dense = keras.layers.Dense(
+            len(class_names), activation=activation, dtype="float32", name="predictions"
+        )
+
+        # === Functional model ===
+        inputs = keras.Input(shape=backbone.input.shape[1:], name="images")
+        x = self.backbone(inputs, training=False)
+        if self.pooler is not None:
+            x = self.pooler(x)
+        for dense, drop in zip(self.hidden_layers, self.dropout_layers):
+            x = dense(drop(x))
+        outputs = self.output_dense(self.dropout_layers[-1](x))
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.class_names = class_names
+        self.num_classes = len(class_names)
+        self.pooling = pooling
+        self.hidden_units = tuple(hidden_units)
+        self.hidden_activation = hidden_activation
+        self.dropout = dropout
+        self.activation = activation
+        self.multi_label = multi_label
+        self.training_summary = []  # filled by tftransfer.training
+
+    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
+        """Configures the model for training, with `"auto"` defaults.
+
+        Args:
+            optimizer: `"auto"` (Adam, learning rate 1e-3) or any Keras
+                optimizer.
+            loss: `"auto"` picks sparse categorical cross-entropy (single
+                label, integer labels) or binary cross-entropy (multi-label,
+                multi-hot labels), with ``from_logits`` set from the output
+                activation.
+            metrics: `"auto"`: accuracy (binary accuracy for multi-label).
+            **kwargs: passed to `keras.Model.compile`.
+        """
+        from_logits = self.activation is None
+        if optimizer == "auto":
+            optimizer = keras.optimizers.Adam(learning_rate=1e-3)
+        if loss == "auto":
+            if self.multi_label:
+                loss = keras.losses.BinaryCrossentropy(from_logits=from_logits)
+            else:
+                loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+        if metrics == "auto":
+            if self.multi_label:
+                metrics = [
+                    keras.metrics.BinaryAccuracy(
+                        name="accuracy", threshold=0.0 if from_logits else 0.5
+                    )
+                ]
+            else:
+                metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        # Called when a `.keras` file is loaded: the saved config holds the
+        # resolved optimizer, loss and metrics, not the "auto" strings.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def predict_proba(self, x, **kwargs):
+        """`predict`, turned into probabilities whatever the output activation.
+
+        Example:
+
+        >>> import numpy as np
+        >>> model = build_classifier("mobilenet_v3_small", num_classes=3,
+        ...                          input_shape=(32, 32, 3), weights=None)
+        >>> model.predict_proba(np.zeros((2, 32, 32, 3)), verbose=0).shape
+        (2, 3)
+        """
+        outputs = self.predict(x, **kwargs)
+        return keras.ops.convert_to_numpy(self.probabilities(outputs))
+
+    def probabilities(self, outputs):
+        """Maps the model's outputs (logits or probabilities) to probabilities."""
+        if self.activation is not None:
+            return keras.ops.cast(outputs, "float32")
+        if self.multi_label:
+            return keras.ops.sigmoid(keras.ops.cast(outputs, "float32"))
+        return keras.ops.softmax(keras.ops.cast(outputs, "float32"), axis=-1)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.layers.serialize(self.backbone),
+            "class_names": list(self.class_names),
+            "pooling": self.pooling,
+            "hidden_units": list(self.hidden_units),
+            "hidden_activation": self.hidden_activation,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "multi_label": self.multi_label,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.layers.deserialize(config["backbone"])
+        return cls(**config)
+
+
+def _resolve_class_names(num_classes, class_names):
+    if class_names is not None:
+        if isinstance(class_names, str) or not all(
+            isinstance(name, str) for name in class_names
+        ):
+            raise TypeError(
+                "`class_names` must be a list of strings. "
+                f"Received: class_names={class_names!r}"
+            )
+        class_names = list(class_names)
+        if len(set(class_names)) != len(class_names):
+            raise ValueError(
+                f"`class_names` must be unique. Received: class_names={class_names!r}"
+            )
+        if num_classes is not None and num_classes != len(class_names):
+            raise ValueError(
+                f"`num_classes` ({num_classes}) does not match the number of "
+                f"`class_names` ({len(class_names)}). Pass one of them, or make "
+                f"them agree. Received: num_classes={num_classes!r}, "
+                f"class_names={class_names!r}"
+            )
+        num_classes = len(class_names)
+    if num_classes is None:
+        raise ValueError(
+            "Pass `num_classes` or `class_names`. "
+            "Received: num_classes=None, class_names=None"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(
+            f"`num_classes` must be a positive integer. Received: num_classes={num_classes!r}"
+        )
+    return class_names or [str(i) for i in range(num_classes)]
+
+
+def _check_head_options(pooling, dropout, activation, multi_label, hidden_units):
+    if pooling not in _POOLING:
+        raise ValueError(f"`pooling` must be one of {_POOLING}. Received: pooling={pooling!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
+    allowed = (None, "sigmoid") if multi_label else (None, "softmax")
+    if activation not in allowed:
+        raise ValueError(
+            f"`activation` must be one of {allowed} when multi_label={multi_label} "
+            "(None returns logits; the export and `predict_proba` turn them into "
+            f"probabilities). Received: activation={activation!r}"
+        )
+    if isinstance(hidden_units, int) or not all(
+        isinstance(u, int) and u > 0 for u in hidden_units
+    ):
+        raise ValueError(
+            "`hidden_units` must be a list of positive integers, e.g. [256]. "
+            f"Received: hidden_units={hidden_units!r}"
+        )
+
+
+def build_classifier(
+    backbone,
+    *,
+    num_classes=None,
+    class_names=None,
+    input_shape=None,
+    weights="imagenet",
+    pooling="avg",
+    hidden_units=(),
+    hidden_activation="relu",
+    dropout=0.2,
+    activation=None,
+    multi_label=False,
+    name=None,
+):
+    """Builds a classifier: a frozen backbone plus a new dense head.
+
+    Args:
+        backbone: a name from `tftransfer.available_backbones()`, or a
+            `keras.Model` from images to features (e.g. your own pretrained
+            model, cut before its classification layer).
+        num_classes: number of classes (or give `class_names`).
+        class_names: class names, in label order; they travel with the
+            model into the export.
+        input_shape: ``(height, width, 3)`` for a named backbone. Default:
+            the architecture's default size.
+        weights: for a named backbone: `"imagenet"` (default), `None`, or
+            the path of a local weights file.
+        pooling, hidden_units, hidden_activation, dropout, activation,
+        multi_label: see `ImageClassifier`.
+        name: model name. Default: ``"<backbone>_classifier"``.
+
+    Returns:
+        An `ImageClassifier` (a `keras.Model`), compiled with the `"auto"`
+        defaults and its backbone frozen.
+
+    Example:
+
+    >>> model = build_classifier("efficientnet_b0", class_names=["cat", "dog"],
+    ...                          input_shape=(32, 32, 3), weights=None)
+    >>> model.class_names, model.backbone.trainable
+    (['cat', 'dog'], False)
+    """
+    # Check the cheap arguments before loading weights.
+    class_names = _resolve_class_names(num_classes, class_names)
+    _check_head_options(pooling, dropout, activation, multi_label, hidden_units)
+    backbone = load_backbone(backbone, input_shape=input_shape, weights=weights)
+    if name is None:
+        base = backbone.architecture if isinstance(backbone, ImageBackbone) else backbone.name
+        name = f"{base}_classifier"
+    model = ImageClassifier(
+        backbone=backbone,
+        class_names=class_names,
+        pooling=pooling,
+        hidden_units=hidden_units,
+        hidden_activation=hidden_activation,
+        dropout=dropout,
+        activation=activation,
+        multi_label=multi_label,
+        name=name,
+    )
+    model.compile()
+    return model

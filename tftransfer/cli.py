@@ -1,0 +1,94 @@
+"""Command line: ``tftransfer demo`` (and ``tftransfer backbones``).
+
+A thin layer over the library: every default comes from the library.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+
+def _demo(args):
+    from tftransfer.demo import DemoConfig
+    from tftransfer.demo import run_demo
+
+    overrides = {k: v for k, v in (("seed", args.seed), ("shots", args.shots)) if v is not None}
+    if args.quick:
+        overrides.update(source_epochs=3, head_epochs=2, fine_tune_epochs=2)
+    config = dataclasses.replace(DemoConfig(), **overrides)
+    started = time.perf_counter()
+
+    tty = sys.stdout.isatty()
+
+    def report(line):
+        if line.startswith("["):  # a stage
+            end = "\n"
+            text = f"[{time.perf_counter() - started:6.1f}s] {line}"
+            if tty:
+                text = "\r\033[K" + text
+        elif args.verbose:
+            text, end = f"          {line.strip()}", "\n"
+        elif tty:  # an epoch: shown in place
+            text, end = f"\r\033[K          {line.strip()}", ""
+        else:
+            return
+        print(text, end=end, flush=True)
+
+    result = run_demo(args.out, config=config, report=report, verbose=0)
+    gap = 100 * result["improvement_over_scratch"]
+    served = result["served_sample"]
+    print("\r\033[K" if tty else "")
+    print("Transfer learning on digits 5-9 from "
+          f"{config.shots} labelled images per class (held-out: {result['data']['target_test']}):")
+    print(f"  transfer (two-phase):  {result['transfer_accuracy']:.3f}"
+          + (f"   (head only: {result['head_only_accuracy']:.3f})"
+             if result["head_only_accuracy"] is not None else ""))
+    print(f"  from scratch:          {result['scratch_accuracy']:.3f}   ({gap:+.1f} points for transfer)")
+    print(f"  source model (0-4):    {result['source_accuracy_inference_mode']:.3f} in inference mode")
+    print(f"  export:                {result['export_dir']}")
+    matches = sum(t == p for t, p in zip(served["true"], served["predicted"]))
+    print(f"  served by TensorFlow alone: {matches}/{len(served['true'])} correct "
+          f"({' '.join(served['predicted'])})")
+    print(f"  report:                {os.path.join(args.out, 'report.json')}")
+    print(f"  learning curve:        {result['learning_curve']}")
+    print(f"  time:                  {result['seconds']['total']:.0f} s")
+    return 0
+
+
+def _backbones(args):
+    from tftransfer.backbones import _ARCHITECTURES
+
+    for name, arch in sorted(_ARCHITECTURES.items()):
+        print(f"{name:22s} keras.applications.{arch.factory:18s} default {arch.default_size}px, "
+              f"min {arch.min_size}px, preprocessing {arch.preprocessing}")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="tftransfer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser(
+        "demo",
+        help="transfer a digits backbone to new classes, compare with training from "
+             "scratch, export for TF Serving",
+    )
+    demo.add_argument("--out", default="tftransfer_demo", help="output directory "
+                      "(default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    demo.add_argument("--shots", type=int, default=None,
+                      help="labelled target images per class (default: 10)")
+    demo.add_argument("--quick", action="store_true",
+                      help="a few epochs only, to check the pipeline (accuracy will be low)")
+    demo.add_argument("--verbose", action="store_true", help="show every epoch")
+    demo.set_defaults(func=_demo)
+    listing = sub.add_parser("backbones", help="list the Keras Applications backbones by name")
+    listing.set_defaults(func=_backbones)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""Export for TF Serving: versioned, atomic SavedModels with named signatures.
+
+TF Serving polls a model's base directory (every second by default) and
+loads the highest integer sub-directory, whether or not it is completely
+written (tensorflow/serving#1086, #572). So the export is written to a
+hidden sibling whose name is not an integer, loaded back and checked against
+the Keras model, and only then renamed to its version number. A rename within
+one directory is atomic, and renaming onto an existing non-empty directory
+fails, so two exports racing for the same version cannot overwrite each other.
+"""
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_INPUT = "images"
+LABELS_FILE = "labels.txt"
+METADATA_FILE = "tftransfer.json"
+EXTRA_DIR = "assets.extra"  # the SavedModel place for files the graph does not load
+
+
+class VersionExistsError(FileExistsError, ValueError):
+    """The export version directory exists already (a `FileExistsError` and,
+    as bad input, a `ValueError`)."""
+
+
+def _check_classifier(model):
+    for attr in ("class_names", "backbone", "probabilities"):
+        if not hasattr(model, attr):
+            raise TypeError(
+                "`model` must be a classifier built by tftransfer (it needs "
+                f"`{attr}`). For any other Keras model use `model.export()`. "
+                f"Received: model={getattr(model, 'name', model)!r} of type "
+                f"{type(model).__name__}"
+            )
+
+
+def existing_versions(export_base):
+    """The integer version directories under `export_base`, sorted."""
+    if not os.path.isdir(export_base):
+        return []
+    return sorted(
+        int(name) for name in os.listdir(export_base)
+        if re.fullmatch(r"\d+", name) and os.path.isdir(os.path.join(export_base, name))
+    )
+
+
+def _serving_function(model):
+    class_names = tf.constant(model.class_names)
+    input_dtype = model.inputs[0].dtype
+
+    def serve(images):
+        outputs = model(tf.cast(images, input_dtype), training=False)
+        probabilities = tf.cast(model.probabilities(outputs), tf.float32)
+        class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        return {
+            "probabilities": probabilities,
+            "class_ids": class_ids,
+            "class_names": tf.gather(class_names, class_ids),
+        }
+
+    return serve
+
+
+def _metadata(model, version, extra):
+    backbone = model.backbone
+    metadata = {
+        "format": "tftransfer-export/1",
+        "version": version,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "backbone": {
+            "name": getattr(backbone, "architecture", backbone.name),
+            "input_shape": list(model.inputs[0].shape[1:]),
+            "input_range": [0, 255],
+            "preprocessing": getattr(backbone, "preprocessing", "inside the backbone"),
+        },
+        "class_names": list(model.class_names),
+        "multi_label": bool(model.multi_label),
+        "signature": {
+            "name": "serving_default",
+            "inputs": {
+                SIGNATURE_INPUT: {
+                    "dtype": "float32",
+                    "shape": [None, *model.inputs[0].shape[1:]],
+                    "description": "raw RGB pixels in [0, 255]",
+                }
+            },
+            "outputs": {
+                "probabilities": "float32 [batch, num_classes]",
+                "class_ids": "int64 [batch]: the most probable class",
+                "class_names": "string [batch]: its name",
+            },
+        },
+        "training": list(getattr(model, "training_summary", [])),
+        "versions": {
+            "tftransfer": _package_version(),
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+        },
+    }
+    if extra:
+        metadata["user"] = extra
+    return metadata
+
+
+def _package_version():
+    from tftransfer import __version__
+
+    return __version__
+
+
+def _verify(path, model, atol):
+    """Loads the SavedModel back and checks it against the Keras model."""
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["serving_default"]
+    shape = [2, *model.inputs[0].shape[1:]]
+    images = np.random.default_rng(0).uniform(0, 255, shape).astype("float32")
+    served = signature(**{SIGNATURE_INPUT: tf.constant(images)})
+    expected = keras.ops.convert_to_numpy(
+        model.probabilities(model(images, training=False))
+    )
+    if not np.allclose(served["probabilities"].numpy(), expected, atol=atol):
+        raise RuntimeError(
+            "The exported SavedModel does not reproduce the model's "
+            f"probabilities (max difference "
+            f"{np.abs(served['probabilities'].numpy() - expected).max():.3g}); "
+            "nothing was published."
+        )
+
+
+def export_saved_model(model, export_base, *, version=None, overwrite=False,
+                       metadata=None, verify_atol=1e-4):
+    """Exports a classifier as a SavedModel that TF Serving loads as it is.
+
+    Writes ``export_base/<version>/``: a SavedModel whose
+    ``serving_default`` signature takes ``images`` (float32 raw pixels in
+    [0, 255], shape ``[batch, height, width, channels]``) and returns
+    ``probabilities`` (float32, also under mixed precision), ``class_ids``
+    (int64) and ``class_names`` (string). Beside it, in ``assets.extra/``
+    (the SavedModel place for files the graph does not load), go
+    ``labels.txt`` (one class name a line) and ``tftransfer.json`` (backbone,
+    input size, class names, training summary).
+
+    The export is written to a hidden temporary sibling, loaded back and
+    compared with the model, then renamed into place, so TF Serving never
+    sees a half-written version; on failure nothing is left behind.
+
+    Args:
+        model: a classifier from `build_classifier`.
+        export_base: the model's base directory, as given to TF Serving's
+            ``--model_base_path``.
+        version: a positive integer. Default: one above the highest existing
+            version (1 for a new base).
+        overwrite: replace an existing `version` instead of raising.
+        metadata: a JSON-serializable dict stored under ``"user"`` in
+            ``tftransfer.json``.
+        verify_atol: tolerance of the check against the Keras model.
+
+    Returns:
+        The path of the new version directory.
+
+    Raises:
+        VersionExistsError: the version exists and `overwrite` is False.
+
+    Example:
+
+    >>> import tempfile
+    >>> model = build_classifier("mobilenet_v3_small", class_names=["a", "b"],
+    ...                          input_shape=(32, 32, 3), weights=None)
+    >>> base = tempfile.mkdtemp()
+    >>> os.path.basename(export_saved_model(model, base))
+    '1'
+    >>> os.path.basename(export_saved_model(model, base))
+    '2'
+    """
+    _check_classifier(model)
+    export_base = os.fspath(export_base)
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
+        raise ValueError(
+            "`version` must be a positive integer (TF Serving loads integer "
+            f"directories only). Received: version={version!r}"
+        )
+    if metadata is not None:
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"`metadata` must be JSON-serializable ({err}). Received: metadata={metadata!r}"
+            ) from None
+    if os.path.exists(export_base) and not os.path.isdir(export_base):
+        raise ValueError(
+            "`export_base` must be a directory (or not exist yet); it is a file. "
+            f"Received: export_base={export_base!r}"
+        )
+    os.makedirs(export_base, exist_ok=True)
+    if version is None:
+        version = (existing_versions(export_base) or [0])[-1] + 1
+    target = os.path.join(export_base, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise VersionExistsError(
+            f"Version {version} exists already at {target!r}. Leave `version` "
+            "unset to write the next version, or pass `overwrite=True` to "
+            f"replace it. Received: version={version}"
+        )
+
+    staging = tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=export_base)
+    try:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            name="serving_default",
+            fn=_serving_function(model),
+            input_signature=[
+                tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32,
+                              name=SIGNATURE_INPUT)
+            ],
+        )
+        with _quiet_tensorflow_logs():  # it logs the hidden staging path
+            archive.write_out(staging, verbose=False)
+        extra = os.path.join(staging, EXTRA_DIR)
+        os.makedirs(extra, exist_ok=True)
+        with open(os.path.join(extra, LABELS_FILE), "w", encoding="utf-8") as f:
+            f.write("".join(f"{name}\n" for name in model.class_names))
+        with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
+            json.dump(_metadata(model, version, metadata), f, indent=2)
+        _verify(staging, model, verify_atol)
+        _publish(staging, target, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("Exported version %d to %s", version, target)
+    return target
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow_logs():
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        tf_logger.setLevel(level)
+
+
+def _publish(staging, target, overwrite):
+    if not os.path.exists(target):
+        os.rename(staging, target)
+        return
+    if not overwrite:  # appeared while we were writing
+        raise VersionExistsError(f"Version directory {target!r} appeared during the export.")
+    old = tempfile.mkdtemp(prefix=".tmp-replaced-", dir=os.path.dirname(target))
+    os.rename(target, os.path.join(old, "model"))
+    os.rename(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_labels(export_dir):
+    """Reads ``labels.txt`` of an exported version directory."""
+    with open(os.path.join(export_dir, EXTRA_DIR, LABELS_FILE), encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def read_metadata(export_dir):
+    """Reads ``tftransfer.json`` of an exported version directory."""
+    with open(os.path.join(export_dir, EXTRA_DIR, METADATA_FILE), encoding="utf-8") as f:
+        return json.load(f)
