@@ -105,8 +105,8 @@ def test_export_is_checked_against_the_model(trained, tmp_path, monkeypatch):
 
     original = export._serving_function
 
-    def off_by_one(model):
-        serve = original(model)
+    def off_by_one(model, spec):
+        serve = original(model, spec)
         return lambda images: serve(images + 50.0)
 
     monkeypatch.setattr(export, "_serving_function", off_by_one)

@@ -10,6 +10,7 @@ fails, so two exports racing for the same version cannot overwrite each other.
 """
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -36,7 +37,7 @@ class VersionExistsError(FileExistsError, ValueError):
 
 
 def _check_classifier(model):
-    for attr in ("class_names", "backbone", "probabilities"):
+    for attr in ("class_names", "probabilities"):
         if not hasattr(model, attr):
             raise TypeError(
                 "`model` must be a classifier built by tftransfer (it needs "
@@ -56,13 +57,63 @@ def existing_versions(export_base):
     )
 
 
-def _serving_function(model):
-    class_names = tf.constant(model.class_names)
-    input_dtype = model.inputs[0].dtype
+@dataclasses.dataclass(frozen=True)
+class ServingSpec:
+    """What a classifier's ``serving_default`` signature takes.
 
-    def serve(images):
-        outputs = model(tf.cast(images, input_dtype), training=False)
-        probabilities = tf.cast(model.probabilities(outputs), tf.float32)
+    A model class can define ``serving_spec()`` returning one of these to be
+    exportable by `export_saved_model`; image classifiers get
+    `image_serving_spec`.
+
+    Attributes:
+        input_name: the signature's input name (``"images"``).
+        input_signature: the `tf.TensorSpec` of a batch of inputs.
+        forward: maps a batch of inputs to the model's outputs (logits or
+            probabilities); used both by the signature and to verify it.
+        example: a small batch of inputs to verify the export with.
+        description: a sentence on the input, for the metadata.
+        backbone: metadata about the backbone (name, input shape, ...).
+    """
+
+    input_name: str
+    input_signature: tf.TensorSpec
+    forward: object
+    example: object
+    description: str
+    backbone: dict
+
+
+def image_serving_spec(model):
+    """The `ServingSpec` of an image classifier: raw pixels in [0, 255]."""
+    shape = list(model.inputs[0].shape[1:])
+    input_dtype = model.inputs[0].dtype
+    backbone = model.backbone
+    return ServingSpec(
+        input_name=SIGNATURE_INPUT,
+        input_signature=tf.TensorSpec([None, *shape], tf.float32, name=SIGNATURE_INPUT),
+        forward=lambda images: model(tf.cast(images, input_dtype), training=False),
+        example=np.random.default_rng(0).uniform(0, 255, [2, *shape]).astype("float32"),
+        description="raw RGB pixels in [0, 255]",
+        backbone={
+            "name": getattr(backbone, "architecture", backbone.name),
+            "input_shape": shape,
+            "input_range": [0, 255],
+            "preprocessing": getattr(backbone, "preprocessing", "inside the backbone"),
+        },
+    )
+
+
+def _serving_spec(model):
+    if callable(getattr(model, "serving_spec", None)):
+        return model.serving_spec()
+    return image_serving_spec(model)
+
+
+def _serving_function(model, spec):
+    class_names = tf.constant(model.class_names)
+
+    def serve(inputs):
+        probabilities = tf.cast(model.probabilities(spec.forward(inputs)), tf.float32)
         class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
         return {
             "probabilities": probabilities,
@@ -73,27 +124,21 @@ def _serving_function(model):
     return serve
 
 
-def _metadata(model, version, extra):
-    backbone = model.backbone
+def _metadata(model, spec, version, extra):
     metadata = {
         "format": "tftransfer-export/1",
         "version": version,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "backbone": {
-            "name": getattr(backbone, "architecture", backbone.name),
-            "input_shape": list(model.inputs[0].shape[1:]),
-            "input_range": [0, 255],
-            "preprocessing": getattr(backbone, "preprocessing", "inside the backbone"),
-        },
+        "backbone": spec.backbone,
         "class_names": list(model.class_names),
         "multi_label": bool(model.multi_label),
         "signature": {
             "name": "serving_default",
             "inputs": {
-                SIGNATURE_INPUT: {
-                    "dtype": "float32",
-                    "shape": [None, *model.inputs[0].shape[1:]],
-                    "description": "raw RGB pixels in [0, 255]",
+                spec.input_name: {
+                    "dtype": spec.input_signature.dtype.name,
+                    "shape": spec.input_signature.shape.as_list(),
+                    "description": spec.description,
                 }
             },
             "outputs": {
@@ -120,16 +165,12 @@ def _package_version():
     return __version__
 
 
-def _verify(path, model, atol):
+def _verify(path, model, spec, atol):
     """Loads the SavedModel back and checks it against the Keras model."""
     loaded = tf.saved_model.load(path)
     signature = loaded.signatures["serving_default"]
-    shape = [2, *model.inputs[0].shape[1:]]
-    images = np.random.default_rng(0).uniform(0, 255, shape).astype("float32")
-    served = signature(**{SIGNATURE_INPUT: tf.constant(images)})
-    expected = keras.ops.convert_to_numpy(
-        model.probabilities(model(images, training=False))
-    )
+    served = signature(**{spec.input_name: tf.constant(spec.example)})
+    expected = keras.ops.convert_to_numpy(model.probabilities(spec.forward(spec.example)))
     if not np.allclose(served["probabilities"].numpy(), expected, atol=atol):
         raise RuntimeError(
             "The exported SavedModel does not reproduce the model's "
@@ -216,17 +257,15 @@ def export_saved_model(model, export_base, *, version=None, overwrite=False,
             f"replace it. Received: version={version}"
         )
 
+    spec = _serving_spec(model)
     staging = tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=export_base)
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint(
             name="serving_default",
-            fn=_serving_function(model),
-            input_signature=[
-                tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32,
-                              name=SIGNATURE_INPUT)
-            ],
+            fn=_serving_function(model, spec),
+            input_signature=[spec.input_signature],
         )
         with _quiet_tensorflow_logs():  # it logs the hidden staging path
             archive.write_out(staging, verbose=False)
@@ -235,8 +274,8 @@ def export_saved_model(model, export_base, *, version=None, overwrite=False,
         with open(os.path.join(extra, LABELS_FILE), "w", encoding="utf-8") as f:
             f.write("".join(f"{name}\n" for name in model.class_names))
         with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(_metadata(model, version, metadata), f, indent=2)
-        _verify(staging, model, verify_atol)
+            json.dump(_metadata(model, spec, version, metadata), f, indent=2)
+        _verify(staging, model, spec, verify_atol)
         _publish(staging, target, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
