@@ -15,6 +15,8 @@ import os as _os
 # Keras's backend unless the user chose one before importing Keras.
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from tftransfer._hub import HubLayer
+from tftransfer.augment import augmentation
 from tftransfer.backbones import DEFAULT_BLOCK_PATTERN
 from tftransfer.backbones import ImageBackbone
 from tftransfer.backbones import WeightsUnavailableError
@@ -23,7 +25,20 @@ from tftransfer.backbones import get_blocks
 from tftransfer.backbones import load_backbone
 from tftransfer.builders import ImageClassifier
 from tftransfer.builders import build_classifier
+from tftransfer.data import BadDataError
+from tftransfer.data import DataSplits
+from tftransfer.data import DatasetUnavailableError
+from tftransfer.data import classification_report
+from tftransfer.data import compute_class_weight
+from tftransfer.data import dataset_from_arrays
+from tftransfer.data import dataset_from_tfds
+from tftransfer.data import image_dataset_from_folder
+from tftransfer.data import load_image
+from tftransfer.data import text_dataset_from_csv
+from tftransfer.data import text_dataset_from_jsonl
+from tftransfer.data import to_rgb
 from tftransfer.export import VersionExistsError
+from tftransfer.export import export_feature_extractor
 from tftransfer.export import export_saved_model
 from tftransfer.export import read_labels
 from tftransfer.export import read_metadata
@@ -39,14 +54,24 @@ from tftransfer.training import warmup_cosine_schedule
 __version__ = "0.1.0"
 
 __all__ = [
+    "BadDataError",
     "DEFAULT_BLOCK_PATTERN",
+    "DataSplits",
+    "DatasetUnavailableError",
+    "HubLayer",
     "ImageBackbone",
     "ImageClassifier",
     "PixelPreprocessing",
     "VersionExistsError",
     "WeightsUnavailableError",
+    "augmentation",
     "available_backbones",
     "build_classifier",
+    "classification_report",
+    "compute_class_weight",
+    "dataset_from_arrays",
+    "dataset_from_tfds",
+    "export_feature_extractor",
     "export_saved_model",
     "fine_tune",
     "fit_head",
@@ -54,9 +79,14 @@ __all__ = [
     "freeze_backbone",
     "freeze_batchnorm",
     "get_blocks",
+    "image_dataset_from_folder",
     "load_backbone",
+    "load_image",
     "read_labels",
     "read_metadata",
+    "text_dataset_from_csv",
+    "text_dataset_from_jsonl",
+    "to_rgb",
     "unfreeze_top_blocks",
     "warmup_cosine_schedule",
 ]
