@@ -8,14 +8,42 @@ from tftransfer.backbones import load_backbone
 _POOLING = ("avg", "max", "flatten")
 
 
+class _InferenceModeCall(keras.layers.Layer):
+    """Calls `layer` with ``training=False``, whatever the outer call says.
+
+    In a Keras 3 functional model, a ``training=False`` written into the graph
+    is overridden when the model itself is called with ``training=True``
+    (in `fit`): the outer value is passed to every layer that takes a
+    `training` argument. This layer takes none, so the backbone inside it
+    runs in inference mode (Dropout off, BatchNormalization on its moving
+    statistics) in `fit` too, while its trainable weights still get
+    gradients. Part of `ImageClassifier`'s graph, rebuilt by its `__init__`.
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, inputs):
+        return self.layer(inputs, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+
 @keras.saving.register_keras_serializable(package="tftransfer")
 class ImageClassifier(keras.Model):
     """A frozen backbone and a new dense head, with its class names.
 
-    The backbone is called with ``training=False``, so its BatchNormalization
-    layers run in inference mode; `tftransfer.fit_two_phase` also sets them
-    non-trainable, since in Keras 3 ``training=False`` alone does not keep
-    their statistics fixed once the layers are trainable (keras#20285).
+    The backbone always runs in inference mode, also inside `fit`: Dropout
+    is off and BatchNormalization uses its moving statistics. Writing
+    ``backbone(x, training=False)`` into a Keras 3 functional graph does not
+    ensure that (the outer ``training=True`` of `fit` overrides it, and
+    trainable BatchNormalization layers then update their statistics:
+    keras#20285), so the backbone is called through a small layer that pins
+    ``training=False``. `tftransfer.fit_two_phase` also sets each
+    BatchNormalization layer non-trainable, so fine-tuning leaves its
+    scale and offset alone too.
 
     The model takes raw pixels in [0, 255] (the backbone preprocesses) and
     returns logits by default (``activation=None``); `compile()` then picks
@@ -40,6 +68,9 @@ class ImageClassifier(keras.Model):
             ``"softmax"`` or ``"sigmoid"``.
         multi_label: one sigmoid score per class instead of one softmax
             over classes.
+        block_pattern: sets the backbone's `block_pattern` (see
+            `tftransfer.get_blocks`); saved in the config, so a custom
+            backbone keeps its blocks through `.keras` save and load.
 
     Attributes:
         backbone: the backbone model, frozen after construction.
@@ -63,6 +94,7 @@ class ImageClassifier(keras.Model):
         dropout=0.2,
         activation=None,
         multi_label=False,
+        block_pattern=None,
         **kwargs,
     ):
         class_names = _resolve_class_names(num_classes, class_names)
@@ -82,6 +114,8 @@ class ImageClassifier(keras.Model):
             )
 
         # === Layers ===
+        if block_pattern is not None:
+            backbone.block_pattern = block_pattern  # restored from a saved config
         self.backbone = backbone
         self.backbone.trainable = False
         if feature_rank == 4:
@@ -107,7 +141,7 @@ class ImageClassifier(keras.Model):
 
         # === Functional model ===
         inputs = keras.Input(shape=backbone.input.shape[1:], name="images")
-        x = self.backbone(inputs, training=False)
+        x = _InferenceModeCall(self.backbone, name="frozen_backbone_call")(inputs)
         if self.pooler is not None:
             x = self.pooler(x)
         for dense, drop in zip(self.hidden_layers, self.dropout_layers):
@@ -200,6 +234,8 @@ class ImageClassifier(keras.Model):
             "dropout": self.dropout,
             "activation": self.activation,
             "multi_label": self.multi_label,
+            # A plain functional backbone loses its attributes when saved.
+            "block_pattern": getattr(self.backbone, "block_pattern", None),
         }
 
     @classmethod
@@ -278,13 +314,16 @@ def build_classifier(
     activation=None,
     multi_label=False,
     name=None,
+    cut_at=None,
+    block_pattern=None,
 ):
     """Builds a classifier: a frozen backbone plus a new dense head.
 
     Args:
-        backbone: a name from `tftransfer.available_backbones()`, or a
-            `keras.Model` from images to features (e.g. your own pretrained
-            model, cut before its classification layer).
+        backbone: anything `tftransfer.load_backbone` takes: a name from
+            `tftransfer.available_backbones()`, a TF-Hub URL or SavedModel
+            directory, a `.keras` file, or a `keras.Model` (e.g. your own
+            pretrained model; it is cut below its classification head).
         num_classes: number of classes (or give `class_names`).
         class_names: class names, in label order; they travel with the
             model into the export.
@@ -295,6 +334,7 @@ def build_classifier(
         pooling, hidden_units, hidden_activation, dropout, activation,
         multi_label: see `ImageClassifier`.
         name: model name. Default: ``"<backbone>_classifier"``.
+        cut_at, block_pattern: see `tftransfer.load_backbone`.
 
     Returns:
         An `ImageClassifier` (a `keras.Model`), compiled with the `"auto"`
@@ -310,7 +350,8 @@ def build_classifier(
     # Check the cheap arguments before loading weights.
     class_names = _resolve_class_names(num_classes, class_names)
     _check_head_options(pooling, dropout, activation, multi_label, hidden_units)
-    backbone = load_backbone(backbone, input_shape=input_shape, weights=weights)
+    backbone = load_backbone(backbone, input_shape=input_shape, weights=weights,
+                             cut_at=cut_at, block_pattern=block_pattern)
     if name is None:
         base = backbone.architecture if isinstance(backbone, ImageBackbone) else backbone.name
         name = f"{base}_classifier"

