@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -67,3 +68,13 @@ def run_without_tftransfer(script, *args):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def online(host="storage.googleapis.com", port=443, timeout=3):
+    """Whether `host` answers: tests of offline error paths skip when it
+    does, tests that need the network skip when it does not."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False

@@ -1,11 +1,11 @@
 import os
-import socket
 
 import keras
 import numpy as np
 import pytest
 
 import tftransfer as tft
+from helpers import online
 from tftransfer.backbones import _ARCHITECTURES
 
 MIN_SHAPE = {name: (a.min_size, a.min_size, 3) for name, a in _ARCHITECTURES.items()}
@@ -15,14 +15,6 @@ FAST = [n for n in tft.available_backbones() if n not in (
     "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
     "efficientnet_v2_s", "efficientnet_v2_b3")]
 SLOW = [n for n in tft.available_backbones() if n not in FAST]
-
-
-def _online(host="storage.googleapis.com", port=443, timeout=3):
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_table_lists_every_family_the_spine_promises():
@@ -158,7 +150,7 @@ def test_local_weights_file_is_loaded(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-@pytest.mark.skipif(_online(), reason="online: the offline error path cannot be exercised")
+@pytest.mark.skipif(online(), reason="online: the offline error path cannot be exercised")
 def test_imagenet_weights_offline_error_names_the_way_out(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached weights
     with pytest.raises(tft.WeightsUnavailableError,
@@ -168,7 +160,7 @@ def test_imagenet_weights_offline_error_names_the_way_out(tmp_path, monkeypatch)
 
 
 @pytest.mark.network
-@pytest.mark.skipif(not _online(), reason="needs the internet to download ImageNet weights")
+@pytest.mark.skipif(not online(), reason="needs the internet to download ImageNet weights")
 def test_imagenet_weights_download():
     backbone = tft.load_backbone("mobilenet_v3_small", input_shape=(224, 224, 3))
     assert len(backbone.weights) > 0

@@ -2,7 +2,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import struct
 import tempfile
 import zlib
@@ -14,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 import tftransfer as tft
+from helpers import online
 from helpers import tiny_backbone
 
 SIZE = (16, 16)
@@ -749,14 +749,6 @@ def test_text_file_errors(tmp_path):
 # TFDS
 # ---------------------------------------------------------------------------
 
-def _online(host="download.tensorflow.org", port=443, timeout=3):
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def test_tfds_pipeline_and_class_names_from_the_dataset_info():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=20):
@@ -849,7 +841,7 @@ def test_tfds_argument_errors(tmp_path, name, kwargs, error, match):
 @pytest.mark.network
 @pytest.mark.slow
 def test_tfds_real_download():
-    if not _online():
+    if not online("download.tensorflow.org"):
         pytest.skip("offline: needs download.tensorflow.org for tf_flowers")
     data = tft.dataset_from_tfds("tf_flowers", image_size=SIZE, batch_size=8)
     assert data.class_names == ["dandelion", "daisy", "tulips", "sunflowers", "roses"]

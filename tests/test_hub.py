@@ -15,7 +15,7 @@ from helpers import labelled
 from helpers import run_without_tftransfer
 from helpers import tiny_backbone
 from helpers import weights_by_path
-from test_backbones import _online
+from helpers import online
 
 SHAPE = (16, 16, 3)
 WIDTH = 4
@@ -364,7 +364,7 @@ def test_module_returning_a_dict_is_refused(tmp_path):
 
 
 def test_unreachable_handle_names_it_and_suggests_a_local_path(monkeypatch, tmp_path):
-    if _online("tfhub.dev"):
+    if online("tfhub.dev"):
         pytest.skip("online: the offline error cannot be observed")
     monkeypatch.setenv("TFHUB_CACHE_DIR", os.fspath(tmp_path))
     with pytest.raises(tft.WeightsUnavailableError,
@@ -375,7 +375,7 @@ def test_unreachable_handle_names_it_and_suggests_a_local_path(monkeypatch, tmp_
 
 @pytest.mark.network
 def test_real_hub_module_from_its_url(monkeypatch, tmp_path):
-    if not _online("tfhub.dev"):
+    if not online("tfhub.dev"):
         pytest.skip("offline: needs tfhub.dev")
     monkeypatch.setenv("TFHUB_CACHE_DIR", os.fspath(tmp_path))
     model = tft.build_classifier(HUB_URL, num_classes=2, input_shape=(96, 96, 3))

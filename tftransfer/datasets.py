@@ -31,7 +31,7 @@ def load_digits(*, image_size=16):
         raise ValueError(
             f"`image_size` must be an integer of at least 8. Received: image_size={image_size!r}"
         )
-    path = importlib.resources.files("tftransfer") / "data" / "digits.npz"
+    path = importlib.resources.files("tftransfer") / "assets" / "digits.npz"
     with path.open("rb") as f, np.load(f) as data:
         images = data["images"].astype("float32") * (255.0 / 16.0)
         labels = data["labels"].astype("int32")
