@@ -52,16 +52,42 @@ def test_phase_two_unfreezes_exactly_the_top_blocks_and_leaves_batchnorm_untouch
     assert not any("_bn" in v.path for v in model.backbone.trainable_weights)
 
 
-def test_batchnorm_would_drift_without_freezing_it():
-    """The trap the recipe guards against (keras#20285): training=False on the
-    backbone call does not stop trainable BatchNormalization from updating."""
+def test_plain_keras_recipe_lets_batchnorm_drift():
+    """The trap the classifier guards against (keras#20285): in Keras 3,
+    ``backbone(x, training=False)`` in a functional graph does not stop a
+    trainable BatchNormalization from updating its statistics in `fit`."""
+    backbone = tiny_backbone()
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.GlobalAveragePooling2D()(backbone(inputs, training=False))
+    plain = keras.Model(inputs, keras.layers.Dense(3)(features))
+    plain.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = weights_by_path(backbone)
+    plain.fit(*labelled(), epochs=1, batch_size=8, verbose=0)
+    moving = [p for p in before if "moving" in p]
+    assert any(not np.array_equal(weights_by_path(backbone)[p], before[p]) for p in moving)
+
+
+def test_classifier_keeps_the_backbone_in_inference_mode_inside_fit():
     model = tiny_classifier()
-    x, y = labelled()
-    model.backbone.trainable = True
+    model.backbone.trainable = True  # even fully trainable, without freeze_batchnorm
     model.compile()
+    x, y = labelled()
     before = _bn_stats(model)
     model.fit(x, y, epochs=1, batch_size=8, verbose=0)
-    assert any(not np.array_equal(v, before[p]) for p, v in _bn_stats(model).items())
+    moving = [p for p in before if "moving" in p]
+    for path in moving:
+        np.testing.assert_array_equal(_bn_stats(model)[path], before[path], err_msg=path)
+
+
+def test_backbone_dropout_is_off_during_training():
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, name="block1_conv")(inputs)
+    x = keras.layers.Dropout(0.5, name="block1_dropout")(x)
+    model = tft.build_classifier(keras.Model(inputs, x), num_classes=2, dropout=0.0)
+    images = labelled()[0][:4]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(images, training=True)),
+                               keras.ops.convert_to_numpy(model(images, training=False)),
+                               rtol=1e-6)
 
 
 def test_unfreeze_top_blocks_returns_block_names():
