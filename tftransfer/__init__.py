@@ -43,6 +43,8 @@ from tftransfer.export import export_saved_model
 from tftransfer.export import read_labels
 from tftransfer.export import read_metadata
 from tftransfer.layers import PixelPreprocessing
+from tftransfer.text import TextClassifier
+from tftransfer.text import build_text_classifier
 from tftransfer.training import fine_tune
 from tftransfer.training import fit_head
 from tftransfer.training import fit_two_phase
@@ -62,11 +64,13 @@ __all__ = [
     "ImageBackbone",
     "ImageClassifier",
     "PixelPreprocessing",
+    "TextClassifier",
     "VersionExistsError",
     "WeightsUnavailableError",
     "augmentation",
     "available_backbones",
     "build_classifier",
+    "build_text_classifier",
     "classification_report",
     "compute_class_weight",
     "dataset_from_arrays",

