@@ -91,9 +91,12 @@ def _text_demo(args):
     print("\r\033[K" if tty else "")
     print(f"Review sentiment with all-MiniLM-L6-v2 from {result['data']['train']} labelled "
           f"reviews (held-out: {result['data']['test']}):")
-    print(f"  two-phase transfer:    {result['transfer_accuracy']:.3f}   "
+    print("                         accuracy  loss")
+    print(f"  two-phase transfer:    {result['transfer_accuracy']:.3f}     "
+          f"{result['transfer_loss']:.3f}   "
           f"(top layers: {', '.join(result['unfrozen_blocks']) or 'none'})")
-    print(f"  frozen features:       {result['frozen_features_accuracy']:.3f}   "
+    print(f"  frozen features:       {result['frozen_features_accuracy']:.3f}     "
+          f"{result['frozen_features_loss']:.3f}   "
           f"({100 * result['improvement_over_frozen']:+.1f} points for fine-tuning)")
     print(f"  export:                {result['export_dir']}")
     matches = sum(t == p for t, p in zip(served["true"], served["predicted"]))
