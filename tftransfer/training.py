@@ -20,6 +20,8 @@ import time
 import keras
 import tensorflow as tf
 
+from tftransfer import _hub
+from tftransfer import features
 from tftransfer.backbones import get_blocks
 
 logger = logging.getLogger(__name__)
@@ -126,6 +128,7 @@ def _select_trainable(backbone, num_blocks, from_layer, block_pattern=None):
             )
         start = names.index(from_layer)
         return [from_layer], {id(layer) for layer in layers[start:]}
+    _hub.check_unfreeze_request(backbone, num_blocks)  # hub modules: all or nothing
     blocks = get_blocks(backbone, block_pattern=block_pattern)
     if num_blocks == "all":
         num_blocks = len(blocks)
@@ -223,22 +226,28 @@ def _current_learning_rate(model):
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
-def _run_phase(model, phase, x, y, validation_data, epochs, initial_epoch, fit_kwargs, info):
+def _run_phase(model, phase, x, y, validation_data, epochs, initial_epoch, fit_kwargs, info,
+               cache):
     if isinstance(x, tf.data.Dataset):
         # A dataset shuffles itself; Keras warns about its default shuffle=True.
         fit_kwargs.setdefault("shuffle", False)
     start = time.perf_counter()
     logger.info("Phase %d: %s", phase, info)
-    history = model.fit(
-        x,
-        y,
-        validation_data=validation_data,
-        epochs=initial_epoch + epochs,
-        initial_epoch=initial_epoch,
-        **fit_kwargs,
-    )
+    # On cached backbone features when the cache can (see tftransfer.features).
+    history, cache_info = cache.fit(model, x, y, validation_data, epochs=epochs,
+                                    initial_epoch=initial_epoch, fit_kwargs=fit_kwargs)
+    if history is None:
+        history = model.fit(
+            x,
+            y,
+            validation_data=validation_data,
+            epochs=initial_epoch + epochs,
+            initial_epoch=initial_epoch,
+            **fit_kwargs,
+        )
     seconds = time.perf_counter() - start
-    summary = dict(info, phase=phase, epochs=len(history.epoch), seconds=round(seconds, 3))
+    summary = dict(info, phase=phase, epochs=len(history.epoch), seconds=round(seconds, 3),
+                   cache=cache_info)
     summary["final"] = {k: float(v[-1]) for k, v in history.history.items() if v}
     if isinstance(getattr(model, "training_summary", None), list):
         model.training_summary.append(summary)
@@ -257,9 +266,16 @@ def fit_head(
     optimizer=None,
     loss="auto",
     metrics="auto",
+    cache="auto",
+    cache_dir=None,
+    cache_memory_limit=None,
     **fit_kwargs,
 ):
     """Phase 1: trains only the head, with the backbone frozen.
+
+    The backbone runs once over the data, not once per epoch, when its
+    features can be cached (``cache="auto"``): the head then trains on them,
+    and being the same layer objects, it is the model's head afterwards.
 
     Args:
         model: a classifier from `build_classifier`.
@@ -271,6 +287,16 @@ def fit_head(
         learning_rate: Adam's learning rate (ignored with `optimizer`).
         optimizer: a Keras optimizer instead of Adam.
         loss, metrics: passed to `model.compile` (`"auto"` by default).
+        cache: train on cached backbone features when the backbone part
+            below the trained layers is frozen and the data is deterministic:
+            ``"auto"`` (default: when possible, in memory up to
+            `cache_memory_limit`, then on disk; otherwise uncached, logging
+            why), ``True`` or ``"memory"``, ``"disk"``, or ``False``/``None``
+            (never). See `tftransfer.features` for what is cached and when.
+        cache_dir: directory for the temporary disk cache (deleted
+            afterwards). Default: the system's temporary directory.
+        cache_memory_limit: bytes of cached features kept in memory before
+            the rest goes to disk. Default: a quarter of the available memory.
         **fit_kwargs: any other `keras.Model.fit` argument (`callbacks`,
             `verbose`, `class_weight`, `batch_size`, ...).
 
@@ -290,12 +316,15 @@ def fit_head(
     """
     _check_fit_kwargs(fit_kwargs, "fit_head")
     _check_epochs(epochs, "epochs")
-    return _fit_head(model, x, y, validation_data, epochs, 0, learning_rate, optimizer,
-                     loss, metrics, fit_kwargs)
+    mode = features.check_cache_options(cache, cache_dir, cache_memory_limit)
+    with features.FeatureCache(mode, cache_dir=cache_dir,
+                               memory_limit=cache_memory_limit) as session:
+        return _fit_head(model, x, y, validation_data, epochs, 0, learning_rate, optimizer,
+                         loss, metrics, fit_kwargs, session)
 
 
 def _fit_head(model, x, y, validation_data, epochs, initial_epoch, learning_rate,
-              optimizer, loss, metrics, fit_kwargs):
+              optimizer, loss, metrics, fit_kwargs, cache):
     backbone = _backbone_of(model)
     backbone.trainable = False
     freeze_batchnorm(model)
@@ -304,7 +333,8 @@ def _fit_head(model, x, y, validation_data, epochs, initial_epoch, learning_rate
             optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     _compile(model, optimizer, loss, metrics)
     info = {"learning_rate": learning_rate, "unfrozen_blocks": []}
-    return _run_phase(model, 1, x, y, validation_data, epochs, initial_epoch, fit_kwargs, info)
+    return _run_phase(model, 1, x, y, validation_data, epochs, initial_epoch, fit_kwargs, info,
+                      cache)
 
 
 def fine_tune(
@@ -321,9 +351,17 @@ def fine_tune(
     optimizer=None,
     loss="auto",
     metrics="auto",
+    cache="auto",
+    cache_dir=None,
+    cache_memory_limit=None,
     **fit_kwargs,
 ):
     """Phase 2: unfreezes the top blocks and trains them with the head.
+
+    With ``cache="auto"``, the frozen part of the backbone below the first
+    unfrozen block runs once over the data, and only the blocks above it
+    train, on its cached activations (when no skip connection crosses that
+    boundary and the data is deterministic).
 
     The optimizer is Adam with a linear warmup from 0 over the first
     `warmup` fraction of the steps, then cosine decay to 0 (a constant rate
@@ -343,22 +381,26 @@ def fine_tune(
             current learning rate (the head phase's), or 1e-4 if the model
             has no optimizer yet.
         warmup: fraction of the steps spent warming up.
-        optimizer, loss, metrics, **fit_kwargs: as for `fit_head`.
+        optimizer, loss, metrics, cache, cache_dir, cache_memory_limit,
+        **fit_kwargs: as for `fit_head`.
 
     Returns:
         The `keras.callbacks.History`, with a ``"phase"`` entry of 2s.
     """
     _check_fit_kwargs(fit_kwargs, "fine_tune")
     _check_epochs(epochs, "epochs")
+    mode = features.check_cache_options(cache, cache_dir, cache_memory_limit)
     if learning_rate is None:
         current = _current_learning_rate(model)
         learning_rate = FINE_TUNE_LR_FACTOR * (current or DEFAULT_LEARNING_RATE)
-    return _fine_tune(model, x, y, validation_data, epochs, 0, unfreeze_blocks, from_layer,
-                      learning_rate, warmup, optimizer, loss, metrics, fit_kwargs)
+    with features.FeatureCache(mode, cache_dir=cache_dir,
+                               memory_limit=cache_memory_limit) as session:
+        return _fine_tune(model, x, y, validation_data, epochs, 0, unfreeze_blocks, from_layer,
+                          learning_rate, warmup, optimizer, loss, metrics, fit_kwargs, session)
 
 
 def _fine_tune(model, x, y, validation_data, epochs, initial_epoch, unfreeze_blocks,
-               from_layer, learning_rate, warmup, optimizer, loss, metrics, fit_kwargs):
+               from_layer, learning_rate, warmup, optimizer, loss, metrics, fit_kwargs, cache):
     if from_layer is not None:
         unfrozen = unfreeze_top_blocks(model, from_layer=from_layer)
     else:
@@ -376,7 +418,8 @@ def _fine_tune(model, x, y, validation_data, epochs, initial_epoch, unfreeze_blo
             optimizer = keras.optimizers.Adam(learning_rate=schedule)
     _compile(model, optimizer, loss, metrics)
     info = {"learning_rate": learning_rate, "unfrozen_blocks": unfrozen}
-    return _run_phase(model, 2, x, y, validation_data, epochs, initial_epoch, fit_kwargs, info)
+    return _run_phase(model, 2, x, y, validation_data, epochs, initial_epoch, fit_kwargs, info,
+                      cache)
 
 
 def fit_two_phase(
@@ -394,9 +437,16 @@ def fit_two_phase(
     warmup=DEFAULT_WARMUP,
     loss="auto",
     metrics="auto",
+    cache="auto",
+    cache_dir=None,
+    cache_memory_limit=None,
     **fit_kwargs,
 ):
     """The transfer-learning recipe in one call: `fit_head`, then `fine_tune`.
+
+    With ``cache="auto"`` (see `fit_head`), one pass of the backbone over the
+    data gives both phase 1's features and phase 2's activations below the
+    unfrozen blocks; the epochs of both phases then train on those.
 
     Args:
         model: a classifier from `build_classifier`.
@@ -414,6 +464,8 @@ def fit_two_phase(
             tenth of `learning_rate`.
         warmup: fraction of phase 2's steps spent warming up.
         loss, metrics: passed to `model.compile` in both phases.
+        cache, cache_dir, cache_memory_limit: as for `fit_head`, for both
+            phases.
         **fit_kwargs: any other `keras.Model.fit` argument (`callbacks`,
             `verbose`, `class_weight`, `batch_size`, ...), used in both
             phases.
@@ -438,24 +490,32 @@ def fit_two_phase(
     _check_fit_kwargs(fit_kwargs, "fit_two_phase")
     _check_epochs(head_epochs, "head_epochs")
     _check_epochs(fine_tune_epochs, "fine_tune_epochs")
+    mode = features.check_cache_options(cache, cache_dir, cache_memory_limit)
     backbone = _backbone_of(model)
+    unfrozen_ids = ()
     if fine_tune_epochs:
         # A bad unfreeze request fails before phase 1 runs, not after it.
-        _select_trainable(backbone, None if from_layer else unfreeze_blocks, from_layer)
+        _, unfrozen_ids = _select_trainable(
+            backbone, None if from_layer else unfreeze_blocks, from_layer
+        )
     if fine_tune_learning_rate is None:
         fine_tune_learning_rate = FINE_TUNE_LR_FACTOR * learning_rate
     histories = []
-    if head_epochs:
-        histories.append(
-            _fit_head(model, x, y, validation_data, head_epochs, 0, learning_rate, None,
-                      loss, metrics, dict(fit_kwargs))
-        )
-    if fine_tune_epochs:
-        histories.append(
-            _fine_tune(model, x, y, validation_data, fine_tune_epochs, head_epochs,
-                       unfreeze_blocks, from_layer, fine_tune_learning_rate, warmup, None,
-                       loss, metrics, dict(fit_kwargs))
-        )
+    with features.FeatureCache(mode, cache_dir=cache_dir,
+                               memory_limit=cache_memory_limit) as session:
+        if head_epochs:
+            if fine_tune_epochs:
+                session.expect_fine_tune(unfrozen_ids)
+            histories.append(
+                _fit_head(model, x, y, validation_data, head_epochs, 0, learning_rate, None,
+                          loss, metrics, dict(fit_kwargs), session)
+            )
+        if fine_tune_epochs:
+            histories.append(
+                _fine_tune(model, x, y, validation_data, fine_tune_epochs, head_epochs,
+                           unfreeze_blocks, from_layer, fine_tune_learning_rate, warmup, None,
+                           loss, metrics, dict(fit_kwargs), session)
+            )
     return _merge_histories(model, histories)
 
 
