@@ -50,6 +50,32 @@ class _Classifier(keras.Model):
             num_classes, activation=activation, dtype="float32", name="predictions"
         )
 
+    def _store_head_config(self, class_names, pooling, hidden_units, hidden_activation,
+                           dropout, activation, multi_label):
+        self.class_names = class_names
+        self.num_classes = len(class_names)
+        self.pooling = pooling
+        self.hidden_units = tuple(hidden_units)
+        self.hidden_activation = hidden_activation
+        self.dropout = dropout
+        self.activation = activation
+        self.multi_label = multi_label
+        self.training_summary = []  # filled by tftransfer.training
+
+    def _head_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.layers.serialize(self.backbone),
+            "class_names": list(self.class_names),
+            "pooling": self.pooling,
+            "hidden_units": list(self.hidden_units),
+            "hidden_activation": self.hidden_activation,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "multi_label": self.multi_label,
+        }
+
     def _apply_head(self, x):
         for dense, drop in zip(self.hidden_layers, self.dropout_layers):
             x = dense(drop(x))
@@ -225,28 +251,12 @@ class ImageClassifier(_Classifier):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
-        self.class_names = class_names
-        self.num_classes = len(class_names)
-        self.pooling = pooling
-        self.hidden_units = tuple(hidden_units)
-        self.hidden_activation = hidden_activation
-        self.dropout = dropout
-        self.activation = activation
-        self.multi_label = multi_label
-        self.training_summary = []  # filled by tftransfer.training
+        self._store_head_config(class_names, pooling, hidden_units, hidden_activation, dropout,
+                                activation, multi_label)
 
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.layers.serialize(self.backbone),
-            "class_names": list(self.class_names),
-            "pooling": self.pooling,
-            "hidden_units": list(self.hidden_units),
-            "hidden_activation": self.hidden_activation,
-            "dropout": self.dropout,
-            "activation": self.activation,
-            "multi_label": self.multi_label,
+            **self._head_config(),
             # A plain functional backbone loses its attributes when saved.
             "block_pattern": getattr(self.backbone, "block_pattern", None),
         }

@@ -600,6 +600,13 @@ def _validation_source(validation_data, *, forced):
     )
 
 
+def _data_hasher():
+    # SHA-1 is the fastest hashlib hash here (CPUs with SHA instructions hash
+    # ~1 GB/s with it, twice BLAKE2b's rate); collisions are no threat to a
+    # cache that lives for one training call.
+    return hashlib.sha1(usedforsecurity=False)
+
+
 def _hash_arrays(digest, arrays):
     for array in arrays:
         array = np.ascontiguousarray(keras.ops.convert_to_numpy(array))
@@ -846,7 +853,7 @@ class FeatureCache:
         if source.kind == "dataset":
             known = self._dataset_digests.get(id(source.x))
             return known[1] if known is not None and known[0] is source.x else None
-        digest = hashlib.blake2b(digest_size=16)
+        digest = _data_hasher()
         _hash_arrays(digest, [source.x])
         return digest.hexdigest()
 
@@ -914,7 +921,7 @@ class FeatureCache:
             total = int(source.x.cardinality())
             total = total if total >= 0 else None  # unknown: cache=True on a generator
             count = None
-            hasher = hashlib.blake2b(digest_size=16)
+            hasher = _data_hasher()
         progbar = None
         if verbose != 0:
             progbar = keras.utils.Progbar(total, verbose=1 if verbose == "auto" else verbose,

@@ -314,16 +314,9 @@ class TextClassifier(_Classifier):
         self.backbone.trainable = False
 
         # === Config ===
-        self.class_names = class_names
-        self.num_classes = len(class_names)
-        self.pooling = pooling
-        self.hidden_units = tuple(hidden_units)
-        self.hidden_activation = hidden_activation
-        self.dropout = dropout
-        self.activation = activation
-        self.multi_label = multi_label
+        self._store_head_config(class_names, pooling, hidden_units, hidden_activation, dropout,
+                                activation, multi_label)
         self.backbone_source = backbone_source
-        self.training_summary = []  # filled by tftransfer.training
 
     @property
     def preprocessor(self):
@@ -392,17 +385,8 @@ class TextClassifier(_Classifier):
 
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.layers.serialize(self.backbone),
+            **self._head_config(),
             "preprocessor": keras.layers.serialize(self.preprocessor),
-            "class_names": list(self.class_names),
-            "pooling": self.pooling,
-            "hidden_units": list(self.hidden_units),
-            "hidden_activation": self.hidden_activation,
-            "dropout": self.dropout,
-            "activation": self.activation,
-            "multi_label": self.multi_label,
             "backbone_source": self.backbone_source,
         }
 
