@@ -663,6 +663,19 @@ def _cut(model, cut_at):
     return cut
 
 
+def feature_rank(backbone, *, subject="`backbone` must output"):
+    """The rank of `backbone`'s output: 4 (a feature map) or 2 (a feature
+    vector); anything else is a `ValueError` that starts with `subject`."""
+    rank = len(backbone.output.shape)
+    if rank not in (2, 4):
+        raise ValueError(
+            f"{subject} a feature map (batch, height, width, channels) or a feature "
+            f"vector (batch, features). Received: a backbone with output shape "
+            f"{backbone.output.shape}"
+        )
+    return rank
+
+
 def _all_layers(model):
     """Every layer below `model`, depth-first, in topological order."""
     for layer in model.layers:

@@ -3,6 +3,7 @@
 import keras
 
 from tftransfer.backbones import ImageBackbone
+from tftransfer.backbones import feature_rank
 from tftransfer.backbones import load_backbone
 
 _POOLING = ("avg", "max", "flatten")
@@ -219,20 +220,14 @@ class ImageClassifier(_Classifier):
                 "load one by name). Received: "
                 f"backbone={backbone!r} of type {type(backbone).__name__}"
             )
-        feature_rank = len(backbone.output.shape)
-        if feature_rank not in (2, 4):
-            raise ValueError(
-                "`backbone` must output a feature map (batch, height, width, "
-                "channels) or a feature vector (batch, features). Received: a "
-                f"backbone with output shape {backbone.output.shape}"
-            )
+        rank = feature_rank(backbone)
 
         # === Layers ===
         if block_pattern is not None:
             backbone.block_pattern = block_pattern  # restored from a saved config
         self.backbone = backbone
         self.backbone.trainable = False
-        if feature_rank == 4:
+        if rank == 4:
             self.pooler = {
                 "avg": keras.layers.GlobalAveragePooling2D,
                 "max": keras.layers.GlobalMaxPooling2D,

@@ -422,13 +422,9 @@ def export_feature_extractor(model_or_backbone, path, *, overwrite=False, verify
 
 def _feature_function(backbone):
     """features(images, training): raw pixels -> [batch, d] float32."""
-    rank = len(backbone.output.shape)
-    if rank not in (2, 4):
-        raise ValueError(
-            "A feature extractor needs a backbone that outputs a feature map "
-            "(batch, height, width, channels) or a feature vector (batch, features). "
-            f"Received: a backbone with output shape {backbone.output.shape}"
-        )
+    from tftransfer.backbones import feature_rank  # export is imported by backbones
+
+    rank = feature_rank(backbone, subject="A feature extractor needs a backbone that outputs")
     input_dtype = backbone.inputs[0].dtype
     shape = [d if d is not None else 64 for d in backbone.inputs[0].shape[1:]]
 
