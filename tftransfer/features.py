@@ -274,11 +274,8 @@ def _inference_wrapped(op):
     ``training=False`` (how `ImageClassifier` calls its backbone), or None."""
     from tftransfer import builders  # noqa: PLC0415 - builders is not needed at import
 
-    wrappers = tuple(
-        cls for cls in (getattr(builders, "_InferenceModeCall", None), _InferenceCall) if cls
-    )
     inner = getattr(op, "layer", None)
-    if isinstance(op, wrappers) and _is_functional(inner):
+    if isinstance(op, (builders._InferenceModeCall, _InferenceCall)) and _is_functional(inner):
         return inner
     return None
 
