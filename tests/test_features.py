@@ -385,3 +385,88 @@ def test_forced_cache_with_uncacheable_data_says_why():
                                          r"is a Batches; only arrays and finite tf.data."
                                          r"Datasets are cached.*Received: cache='memory'"):
         tft.fit_head(tiny_classifier(), Batches(), epochs=1, verbose=0, cache=True)
+
+
+def _conv_bn_classifier():
+    """Convolutions with and without a bias and a depthwise one, each before a
+    BatchNormalization with non-trivial statistics, after a Normalization
+    layer (a scalar `count` variable among its weights)."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input(IMAGE_SHAPE)
+    x = keras.layers.Normalization(mean=100.0, variance=900.0, name="normalize")(inputs)
+    x = keras.layers.Conv2D(6, 3, use_bias=False, name="conv")(x)
+    x = keras.layers.BatchNormalization(name="conv_bn")(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False, name="depthwise")(x)
+    x = keras.layers.BatchNormalization(name="depthwise_bn")(x)
+    x = keras.layers.Conv2D(5, 1, name="biased_conv")(x)  # with a bias
+    x = keras.layers.BatchNormalization(epsilon=1e-5, center=False, name="biased_bn")(x)
+    backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pooling")(x))
+    rng = np.random.default_rng(0)
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 1, channels))
+            layer.moving_variance.assign(rng.uniform(0.2, 3.0, channels))
+            if layer.scale:
+                layer.gamma.assign(rng.uniform(0.5, 2.0, channels))
+            if layer.center:
+                layer.beta.assign(rng.normal(0, 1, channels))
+    outputs = keras.layers.Dense(3, name="predictions")(backbone(inputs, training=False))
+    model = keras.Model(inputs, outputs)
+    model.backbone = backbone
+    model.training_summary = []
+    return model
+
+
+def test_extractor_folds_batchnorm_into_convolutions_and_matches_predict(caplog):
+    x, _ = labelled(n=16)
+    model = _conv_bn_classifier()
+    tft.freeze_backbone(model)
+    cut = features.plan_cut(model)
+    folds = features._batchnorm_folds(cut.bottom, [cut.boundary])
+    assert sorted(step.op.name for step in folds.values()) == [
+        "biased_bn", "conv_bn", "depthwise_bn"]
+    with caplog.at_level(logging.INFO, logger="tftransfer.features"):
+        forward = features._frozen_forward(
+            cut.bottom, cut.graph.inputs[0], [cut.boundary],
+            tf.TensorSpec((None, *IMAGE_SHAPE), "float32"))
+    assert "on variables" not in caplog.text  # the constants path, not the fallback
+    expected = model.backbone.predict(x, verbose=0)
+    np.testing.assert_allclose(forward(tf.constant(x))[0].numpy(), expected, rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_batchnorm_read_elsewhere_is_not_folded():
+    inputs = keras.Input(IMAGE_SHAPE)
+    conv = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(conv)
+    x = keras.layers.Concatenate()([x, conv])  # the convolution's output is read twice
+    backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pooling")(x))
+    model = keras.Model(inputs, keras.layers.Dense(3)(backbone(inputs, training=False)))
+    model.backbone = backbone
+    tft.freeze_backbone(model)
+    cut = features.plan_cut(model)
+    assert features._batchnorm_folds(cut.bottom, [cut.boundary]) == {}
+
+
+def test_validation_arrays_are_served_in_keras_batches():
+    x = np.arange(10, dtype="float64").reshape(5, 2)
+    y = np.arange(5)
+    batches = list(features._in_order_dataset((x, y), 2).as_numpy_iterator())
+    assert [len(b[0]) for b in batches] == [2, 2, 1]
+    assert batches[0][0].dtype == np.float32 and batches[0][1].dtype == y.dtype
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+    assert features._in_order_dataset((x, np.array(["a"] * 5, dtype=object)), 2) is None
+
+
+def test_backbone_called_on_its_own_input_tensor_is_cached_exactly():
+    """`_conv_bn_classifier` calls its backbone on the backbone's own input
+    tensor (flattening such a graph once looped forever); its cached head
+    training, on folded BatchNormalization, gives the uncached weights."""
+    models = [_train(cache, fn=tft.fit_head, model=_conv_bn_classifier(), epochs=2,
+                     loss="sparse_categorical_crossentropy", metrics=[])[0]
+              for cache in (False, "auto")]
+    assert models[0].training_summary[0]["cache"] is None
+    assert models[1].training_summary[0]["cache"]["boundary"].endswith("pooling:0")
+    _assert_same_weights(*models)
