@@ -177,3 +177,13 @@ def test_saved_model_cli_lists_the_named_signature(trained, tmp_path):
     for name in ("inputs['images']", "outputs['probabilities']", "outputs['class_ids']",
                  "outputs['class_names']"):
         assert name in out
+
+
+def test_published_version_is_readable_by_other_users(tmp_path):
+    # mkdtemp's 0700 must not reach the version directory: TF Serving often
+    # runs as another user.
+    model = tiny_classifier()
+    path = tft.export_saved_model(model, str(tmp_path / "base"))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o777 & ~umask

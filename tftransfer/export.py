@@ -23,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer import distribute
+
 logger = logging.getLogger(__name__)
 
 SIGNATURE_INPUT = "images"
@@ -197,6 +199,12 @@ def export_saved_model(model, export_base, *, version=None, overwrite=False,
     compared with the model, then renamed into place, so TF Serving never
     sees a half-written version; on failure nothing is left behind.
 
+    Under a `tf.distribute.MultiWorkerMirroredStrategy` with several workers,
+    call it on every worker (the same script runs everywhere): only the chief
+    (see `tftransfer.is_chief`) writes to `export_base`; the other workers
+    write the same export to a temporary directory of their own and delete
+    it, so that every worker runs the same operations.
+
     Args:
         model: a classifier from `build_classifier`.
         export_base: the model's base directory, as given to TF Serving's
@@ -209,7 +217,8 @@ def export_saved_model(model, export_base, *, version=None, overwrite=False,
         verify_atol: tolerance of the check against the Keras model.
 
     Returns:
-        The path of the new version directory.
+        The path of the new version directory; `None` on a worker that is not
+        the chief.
 
     Raises:
         VersionExistsError: the version exists and `overwrite` is False.
@@ -241,6 +250,39 @@ def export_saved_model(model, export_base, *, version=None, overwrite=False,
             raise TypeError(
                 f"`metadata` must be JSON-serializable ({err}). Received: metadata={metadata!r}"
             ) from None
+    if not distribute.is_chief(getattr(model, "distribute_strategy", None)):
+        return _export_on_other_worker(model, version=version, metadata=metadata,
+                                       verify_atol=verify_atol)
+    return _export_version(model, export_base, version=version, overwrite=overwrite,
+                           metadata=metadata, verify_atol=verify_atol)
+
+
+def _export_on_other_worker(model, *, version, metadata, verify_atol):
+    """A non-chief worker's part of an export under MultiWorkerMirroredStrategy.
+
+    The worker cannot simply skip the export. Reading a variable created with
+    ``synchronization=ON_READ`` outside a replica context, as saving does, is
+    a collective all-reduce over all workers, so a chief saving alone waits
+    for the others forever (checked with TF 2.21: `tf.saved_model.save` of
+    such a variable on the chief only fails with "Collective ops is aborted"
+    once the other worker exits, and succeeds when both save). Keras 3 makes
+    only metric variables ON_READ, and metrics are not exported, so a
+    tftransfer classifier would do without (a two-worker run with this worker
+    skipping the export finished), but a custom layer may hold such a weight.
+    So the worker writes the same export to a temporary directory of its own
+    and deletes it, as TensorFlow's multi-worker guide does for
+    ``model.save``; nothing is written under `export_base`.
+    """
+    with tempfile.TemporaryDirectory(prefix="tftransfer-worker-export-") as scratch:
+        _export_version(model, scratch, version=version, overwrite=False,
+                        metadata=metadata, verify_atol=verify_atol)
+    logger.info("Not the chief worker: the export was written to a temporary "
+                "directory and deleted; the chief publishes it.")
+    return None
+
+
+def _export_version(model, export_base, *, version, overwrite, metadata, verify_atol):
+    """The export proper (arguments checked by `export_saved_model`)."""
     if os.path.exists(export_base) and not os.path.isdir(export_base):
         raise ValueError(
             "`export_base` must be a directory (or not exist yet); it is a file. "
@@ -295,7 +337,28 @@ def _quiet_tensorflow_logs():
         tf_logger.setLevel(level)
 
 
+def _readable_like_a_new_directory(path):
+    """`mkdtemp` makes the staging directory 0700; the published one gets the
+    mode a plain `mkdir` would (0777 less the umask), so that a TF Serving
+    running as another user can read it."""
+    os.chmod(path, 0o777 & ~_umask())
+
+
+def _umask():
+    try:  # Linux: read it, without setting it (os.umask sets it, for all threads)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def _publish(staging, target, overwrite):
+    _readable_like_a_new_directory(staging)
     if not os.path.exists(target):
         os.rename(staging, target)
         return
@@ -362,7 +425,8 @@ def export_feature_extractor(model_or_backbone, path, *, overwrite=False, verify
         verify_atol: tolerance of the check against the backbone.
 
     Returns:
-        `path`.
+        `path`; `None` on a worker that is not the chief (see
+        `export_saved_model`).
 
     Raises:
         FileExistsError: `path` exists and `overwrite` is False (also a
@@ -399,6 +463,17 @@ def export_feature_extractor(model_or_backbone, path, *, overwrite=False, verify
             f"{path!r} exists already. Pass `overwrite=True` to replace it, or "
             f"choose another path. Received: path={path!r}"
         )
+    if distribute.is_chief(getattr(model_or_backbone, "distribute_strategy", None)):
+        return _export_features(backbone, path, overwrite, verify_atol)
+    # Not the chief: the same work into a throwaway directory, as in export_saved_model.
+    with tempfile.TemporaryDirectory(prefix="tftransfer-worker-export-") as scratch:
+        _export_features(backbone, os.path.join(scratch, "features"), False, verify_atol)
+    logger.info("Not the chief worker: the feature extractor was written to a temporary "
+                "directory and deleted; the chief publishes it.")
+    return None
+
+
+def _export_features(backbone, path, overwrite, verify_atol):
     features, example = _feature_function(backbone)
     root = _feature_module(backbone, features)
     parent = os.path.dirname(os.path.abspath(path))
