@@ -214,3 +214,154 @@ def test_distribution_strategy_scope_is_used():
     for variable in model.optimizer.variables:
         assert isinstance(variable.value, tf.distribute.DistributedValues) or \
             "Mirrored" in type(variable.value).__name__
+
+
+# -- issue 4: early stopping, NaN, class weights, learning rates, logs, dtype
+
+
+def test_early_stopping_is_on_by_default_and_keeps_the_best_epoch():
+    model = tiny_classifier()
+    x, y = labelled()
+    # A learning rate so high that the validation loss gets worse after epoch 1.
+    history = tft.fit_head(model, x, (x, y), y=y, epochs=8, learning_rate=5.0,
+                           early_stopping=2, batch_size=8, verbose=0)
+    val = history.history["val_loss"]
+    assert len(val) < 8  # stopped early
+    best = int(np.argmin(val))
+    assert len(val) == best + 3  # patience 2
+    np.testing.assert_allclose(model.evaluate(x, y, verbose=0, return_dict=True)["loss"],
+                               val[best], rtol=1e-4)
+    unstopped = tft.fit_head(tiny_classifier(), x, (x, y), y=y, epochs=8, learning_rate=5.0,
+                             early_stopping=False, batch_size=8, verbose=0)
+    assert len(unstopped.epoch) == 8
+
+
+def test_early_stopping_is_checked():
+    model = tiny_classifier()
+    x, y = labelled()
+    with pytest.raises(ValueError, match="early_stopping='yes'"):
+        tft.fit_head(model, x, y=y, early_stopping="yes")
+
+
+def test_nan_loss_stops_with_a_lower_learning_rate_suggested():
+    x, y = labelled()
+    broken = keras.Variable(0.0, trainable=False)  # set by a callback: the loss turns inf
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def loss(y_true, y_pred):
+        return cross_entropy(y_true, y_pred) - keras.ops.log(1.0 - broken)
+
+    class BreakAt(keras.callbacks.Callback):
+        def __init__(self, epoch):
+            super().__init__()
+            self.epoch = epoch
+
+        def on_epoch_begin(self, epoch, logs=None):
+            broken.assign(1.0 if epoch == self.epoch else 0.0)
+
+    model = tiny_classifier()
+    with pytest.raises(tft.NonFiniteLossError,
+                       match=r"(?s)Phase 1 stopped: the loss became inf at epoch 1, batch 1\..*"
+                             r"try `learning_rate=0.0001` \(a tenth of 0.001\).*NaN or infinite "
+                             r"values.*not finite now"):
+        tft.fit_head(model, x, y=y, epochs=2, loss=loss, batch_size=8, verbose=0,
+                     callbacks=[BreakAt(0)])
+    model = tiny_classifier()
+    with pytest.raises(tft.NonFiniteLossError,
+                       match=r"(?s)Phase 2 stopped.*epoch 4, batch 1.*"
+                             r"`fine_tune_learning_rate=1e-05`.*set back to its best epoch"):
+        tft.fit_two_phase(model, x, (x, y), y=y, head_epochs=1, fine_tune_epochs=3,
+                          unfreeze_blocks=1, loss=loss, batch_size=8, verbose=0,
+                          callbacks=[BreakAt(3)])
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
+
+
+def test_balanced_class_weight_from_arrays_and_datasets():
+    x, y = labelled(30, num_classes=2)
+    y = np.array([0] * 24 + [1] * 6, "int32")
+    expected = tft.compute_class_weight(y)
+    seen = []
+    original = keras.Model.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("class_weight"))
+        return original(self, *args, **kwargs)
+
+    keras.Model.fit = spy
+    try:
+        model = tiny_classifier(num_classes=2)
+        tft.fit_head(model, x, y=y, epochs=1, class_weight="balanced", batch_size=8, verbose=0,
+                     cache=False)
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+        tft.fit_two_phase(tiny_classifier(num_classes=2), dataset, head_epochs=1,
+                          fine_tune_epochs=1, unfreeze_blocks=1, class_weight="balanced",
+                          verbose=0, cache=False)
+    finally:
+        keras.Model.fit = original
+    assert seen == [expected] * 3 and expected == {0: 0.625, 1: 2.5}
+    with pytest.raises(ValueError, match="class_weight='inverse'"):
+        tft.fit_head(tiny_classifier(), x, y=y, class_weight="inverse")
+
+
+def test_block_learning_rate_decay_slows_deeper_blocks():
+    x, y = labelled()
+
+    def step_sizes(decay):
+        model = tiny_classifier()
+        tft.fit_head(model, x, y=y, epochs=1, batch_size=8, verbose=0)
+        before = weights_by_path(model)
+        history = tft.fine_tune(model, x, y=y, epochs=1, unfreeze_blocks=3, learning_rate=1e-2,
+                                warmup=0.0, block_learning_rate_decay=decay, batch_size=24,
+                                early_stopping=False, shuffle=False, verbose=0)
+        after = weights_by_path(model)
+        sizes = {p: float(np.abs(after[p] - before[p]).max()) for p in after
+                 if p.endswith("_conv/kernel")}
+        return {_block_of(p): v for p, v in sizes.items()}, model, history
+
+    sizes, model, _ = step_sizes(0.1)
+    # One Adam step moves each weight by about its learning rate.
+    np.testing.assert_allclose(sizes["block3"], 1e-2, rtol=0.05)
+    np.testing.assert_allclose(sizes["block2"], 1e-3, rtol=0.05)
+    np.testing.assert_allclose(sizes["block1"], 1e-4, rtol=0.05)
+    assert isinstance(model.optimizer, tft.DiscriminativeAdam)
+    assert model.training_summary[-1]["block_learning_rate_decay"] == 0.1
+    plain, _, _ = step_sizes(None)
+    np.testing.assert_allclose(plain["block1"], 1e-2, rtol=0.05)
+    with pytest.raises(ValueError, match="block_learning_rate_decay=2"):
+        tft.fine_tune(model, x, y=y, block_learning_rate_decay=2)
+    with pytest.raises(ValueError, match="needs\\s+`unfreeze_blocks`"):
+        tft.fine_tune(model, x, y=y, block_learning_rate_decay=0.5, from_layer="block2_conv")
+
+
+def test_tensorboard_logs_of_both_phases(tmp_path):
+    model = tiny_classifier()
+    x, y = labelled()
+    tft.fit_two_phase(model, x, (x, y), y=y, head_epochs=2, fine_tune_epochs=1,
+                      unfreeze_blocks=1, batch_size=8, verbose=0, log_dir=tmp_path)
+    events = {
+        str(path.relative_to(tmp_path).parent)
+        for path in tmp_path.rglob("events.out.tfevents.*")
+    }
+    assert events == {"train", "validation"}
+    steps = []
+    for path in (tmp_path / "validation").glob("events.out.tfevents.*"):
+        for record in tf.compat.v1.train.summary_iterator(str(path)):
+            steps += [record.step for value in record.summary.value
+                      if value.tag == "epoch_loss"]
+    assert sorted(steps) == [0, 1, 2]  # epochs numbered on across the phases
+
+
+def test_mixed_precision_on_request_only_for_that_model():
+    x, y = labelled()
+    model = tft.build_classifier("mobilenet_v3_small", num_classes=3, input_shape=(32, 32, 3),
+                                 weights=None, dtype="mixed_float16")
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    conv = model.backbone.get_layer("conv")
+    assert conv.compute_dtype == "float16" and conv.kernel.dtype == "float32"
+    tft.fit_two_phase(model, x, y=y, head_epochs=1, fine_tune_epochs=1, unfreeze_blocks=1,
+                      batch_size=8, verbose=0)
+    assert model.predict(x[:2], verbose=0).dtype == np.float32
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    with pytest.raises(ValueError, match="dtype='float8'"):
+        tiny_classifier(dtype="float8")
+    assert keras.config.dtype_policy().name == "float32"

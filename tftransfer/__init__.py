@@ -37,6 +37,7 @@ from tftransfer.data import load_image
 from tftransfer.data import text_dataset_from_csv
 from tftransfer.data import text_dataset_from_jsonl
 from tftransfer.data import to_rgb
+from tftransfer.distribute import is_chief
 from tftransfer.export import VersionExistsError
 from tftransfer.export import export_feature_extractor
 from tftransfer.export import export_saved_model
@@ -45,6 +46,10 @@ from tftransfer.export import read_metadata
 from tftransfer.layers import PixelPreprocessing
 from tftransfer.text import TextClassifier
 from tftransfer.text import build_text_classifier
+from tftransfer.optimizers import DiscriminativeAdam
+from tftransfer.optimizers import DiscriminativeAdamW
+from tftransfer.training import NonFiniteLossError
+from tftransfer.training import enable_determinism
 from tftransfer.training import fine_tune
 from tftransfer.training import fit_head
 from tftransfer.training import fit_two_phase
@@ -56,6 +61,10 @@ from tftransfer.training import warmup_cosine_schedule
 __version__ = "0.1.0"
 
 __all__ = [
+    "DiscriminativeAdam",
+    "DiscriminativeAdamW",
+    "NonFiniteLossError",
+    "enable_determinism",
     "BadDataError",
     "DEFAULT_BLOCK_PATTERN",
     "DataSplits",
@@ -84,6 +93,7 @@ __all__ = [
     "freeze_batchnorm",
     "get_blocks",
     "image_dataset_from_folder",
+    "is_chief",
     "load_backbone",
     "load_image",
     "read_labels",

@@ -1,5 +1,6 @@
 """Builders: a frozen backbone plus a new dense head, as one `keras.Model`."""
 
+import contextlib
 import keras
 
 from tftransfer.backbones import ImageBackbone
@@ -337,6 +338,7 @@ def build_classifier(
     name=None,
     cut_at=None,
     block_pattern=None,
+    dtype=None,
 ):
     """Builds a classifier: a frozen backbone plus a new dense head.
 
@@ -356,6 +358,12 @@ def build_classifier(
         multi_label: see `ImageClassifier`.
         name: model name. Default: ``"<backbone>_classifier"``.
         cut_at, block_pattern: see `tftransfer.load_backbone`.
+        dtype: the dtype policy of the model, e.g. ``"mixed_float16"`` (GPUs)
+            or ``"mixed_bfloat16"`` (TPUs, recent CPUs) for mixed precision:
+            layers compute in 16 bits and keep float32 weights; the head's
+            output stays float32, and `compile` adds loss scaling for
+            ``"mixed_float16"``. Default: Keras's global policy. A backbone
+            given as a built `keras.Model` keeps its own policy.
 
     Returns:
         An `ImageClassifier` (a `keras.Model`), compiled with the `"auto"`
@@ -372,21 +380,44 @@ def build_classifier(
     class_names = _resolve_class_names(num_classes, class_names)
     _check_pooling(pooling)
     _check_head_options(dropout, activation, multi_label, hidden_units)
-    backbone = load_backbone(backbone, input_shape=input_shape, weights=weights,
-                             cut_at=cut_at, block_pattern=block_pattern)
-    if name is None:
-        base = backbone.architecture if isinstance(backbone, ImageBackbone) else backbone.name
-        name = f"{base}_classifier"
-    model = ImageClassifier(
-        backbone=backbone,
-        class_names=class_names,
-        pooling=pooling,
-        hidden_units=hidden_units,
-        hidden_activation=hidden_activation,
-        dropout=dropout,
-        activation=activation,
-        multi_label=multi_label,
-        name=name,
-    )
-    model.compile()
+    with dtype_policy(dtype):
+        backbone = load_backbone(backbone, input_shape=input_shape, weights=weights,
+                                 cut_at=cut_at, block_pattern=block_pattern)
+        if name is None:
+            base = backbone.architecture if isinstance(backbone, ImageBackbone) else backbone.name
+            name = f"{base}_classifier"
+        model = ImageClassifier(
+            backbone=backbone,
+            class_names=class_names,
+            pooling=pooling,
+            hidden_units=hidden_units,
+            hidden_activation=hidden_activation,
+            dropout=dropout,
+            activation=activation,
+            multi_label=multi_label,
+            name=name,
+        )
+        model.compile()
     return model
+
+
+@contextlib.contextmanager
+def dtype_policy(dtype):
+    """Builds under the dtype policy `dtype` (``None``: the global one),
+    restoring the global policy afterwards."""
+    if dtype is None:
+        yield
+        return
+    try:
+        policy = keras.dtype_policies.get(dtype)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            "`dtype` must be a Keras dtype policy name such as 'float32', "
+            f"'mixed_float16' or 'mixed_bfloat16' ({error}). Received: dtype={dtype!r}"
+        ) from None
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

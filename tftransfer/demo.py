@@ -292,6 +292,9 @@ def run_demo(out_dir, *, config=None, report=None, verbose=0):
         unfreeze_blocks=config.unfreeze_blocks, learning_rate=config.learning_rate,
         batch_size=config.batch_size, verbose=verbose,
         callbacks=[_EpochLog("transfer", report)],
+        # The held-out set is shown as validation for the curves only: it must not
+        # choose the epoch (the scratch baseline trains for a fixed number too).
+        early_stopping=False,
     )
     for phase in model.training_summary:
         seconds[{1: "head", 2: "fine_tune"}[phase["phase"]]] = phase["seconds"]

@@ -301,7 +301,7 @@ def run_text_demo(out_dir, *, config=None, report=None, verbose=0):
     frozen = build("minilm_frozen_features")
     fit_head(frozen, x_train, y=y_train, epochs=total_epochs,
              learning_rate=config.learning_rate, batch_size=config.batch_size,
-             verbose=verbose, callbacks=[_EpochLog("frozen", report)])
+             verbose=verbose, callbacks=[_EpochLog("frozen", report)], early_stopping=False)
     frozen_accuracy, frozen_loss = _score(frozen, x_test, y_test)
     seconds["frozen_features"] = time.perf_counter() - t
     report(f"      held-out accuracy {frozen_accuracy:.3f}, loss {frozen_loss:.3f}")
@@ -317,6 +317,7 @@ def run_text_demo(out_dir, *, config=None, report=None, verbose=0):
         fine_tune_learning_rate=config.fine_tune_learning_rate,
         batch_size=config.batch_size, verbose=verbose,
         callbacks=[_EpochLog("transfer", report)],
+        early_stopping=False,  # the held-out set is validation for the curves only
     )
     for phase in model.training_summary:
         seconds[{1: "head", 2: "fine_tune"}[phase["phase"]]] = phase["seconds"]

@@ -13,22 +13,31 @@ non-trainable by itself, which Keras 3 treats as inference mode (the Keras
 fine-tuning guide's rewrite, keras PR #20298).
 """
 
+import dataclasses
+import importlib.util
 import logging
 import math
+import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tftransfer import _hub
+from tftransfer import checkpoints
+from tftransfer import distribute
 from tftransfer import features
 from tftransfer.backbones import get_blocks
+from tftransfer.optimizers import DiscriminativeAdam
+from tftransfer.optimizers import block_multipliers
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LEARNING_RATE = 1e-3
 FINE_TUNE_LR_FACTOR = 0.1
 DEFAULT_WARMUP = 0.1
+DEFAULT_PATIENCE = 3
 
 
 def _backbone_of(model):
@@ -215,6 +224,7 @@ def _check_epochs(value, name):
 
 
 def _compile(model, optimizer, loss, metrics):
+    distribute.prepare(model.distribute_strategy)
     with model.distribute_strategy.scope():
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
@@ -226,33 +236,304 @@ def _current_learning_rate(model):
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
+def enable_determinism(seed):
+    """Seeds every random generator and makes TensorFlow's ops deterministic.
+
+    One `seed` then gives the same data splits, the same initial head and
+    the same trained weights, run after run (on the same machine and
+    software). Call it once, at the start of the program: op determinism
+    cannot be turned off again in the same process, and some ops run
+    slower (or raise, where no deterministic kernel exists) with it.
+
+    Args:
+        seed: an integer, for Python's, NumPy's, TensorFlow's and Keras's
+            generators (`keras.utils.set_random_seed`).
+
+    Example:
+
+    ```python
+    tft.enable_determinism(42)
+    model = tft.build_classifier("efficientnet_b0", num_classes=5)
+    tft.fit_two_phase(model, splits.train, splits.validation)
+    ```
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative integer. Received: seed={seed!r}")
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+    logger.info("Seeded all generators with %d; TensorFlow op determinism is on.", seed)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class _StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+    """`TerminateOnNaN(raise_error=True)` with a message that says what to do.
+
+    It raises at the first batch whose loss is not finite, before any
+    checkpoint of that epoch is written, so no saved state holds non-finite
+    weights. When EarlyStopping holds the best epoch's weights, the model gets
+    them back; otherwise its weights are those of the failing batch."""
+
+    def __init__(self, phase, learning_rate, argument, early_stopping):
+        super().__init__(raise_error=True)
+        self.phase = phase
+        self.learning_rate = learning_rate
+        self.argument = argument
+        self.early_stopping = early_stopping
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or np.isfinite(loss):
+            return
+        es = self.early_stopping
+        if es is not None and es.best_weights is not None:
+            self.model.set_weights(es.best_weights)
+            weights = (f"The model's weights were set back to its best epoch so far "
+                       f"(epoch {es.best_epoch + 1}).")
+        else:
+            weights = "The model's weights are not finite now: rebuild it before training again."
+        rate = self.learning_rate
+        if self.argument is None:  # the user's optimizer
+            hint = "try your optimizer with a lower learning rate"
+        elif isinstance(rate, (int, float)):
+            hint = f"try `{self.argument}={rate / 10:g}` (a tenth of {rate:g})"
+        else:
+            hint = f"try a lower `{self.argument}`"
+
+        raise NonFiniteLossError(
+            f"Phase {self.phase} stopped: the loss became {float(loss)} at epoch "
+            f"{self.epoch + 1}, batch {batch + 1}. A learning rate that is too high is the "
+            f"usual cause: {hint}. Also check the data for NaN or infinite values and the "
+            f"labels for values outside [0, num_classes). {weights}"
+        )
+
+
+@dataclasses.dataclass
+class _Options:
+    """What every phase takes besides its data and epochs."""
+
+    early_stopping: object = True
+    checkpoint: object = None  # checkpoints.TrainingCheckpoint
+    log_dir: object = None
+    learning_rate_argument: object = "learning_rate"  # None: the user's optimizer
+
+
+def _check_log_dir(log_dir):
+    if log_dir is None:
+        return None
+    if not isinstance(log_dir, (str, os.PathLike)):
+        raise TypeError(f"`log_dir` must be a directory path. Received: log_dir={log_dir!r}")
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ImportError(
+            "`log_dir` writes TensorBoard logs, which needs the `tensorboard` package: "
+            "`pip install tensorboard` (or `pip install tftransfer[tensorboard]`). "
+            f"Received: log_dir={log_dir!r}"
+        )
+    return os.fspath(log_dir)
+
+
+def _check_early_stopping(value):
+    if value is True or value is False or value is None:
+        return bool(value)
+    if isinstance(value, int) and value >= 0:
+        return value
+    raise ValueError(
+        "`early_stopping` must be True (stop after "
+        f"{DEFAULT_PATIENCE} epochs without improvement, keeping the best epoch's "
+        "weights), False, or a patience in epochs. Received: "
+        f"early_stopping={value!r}"
+    )
+
+
+def _callbacks(model, phase, fit_kwargs, validation_data, info, options, state):
+    """The phase's callbacks: the NaN check, early stopping, the user's,
+    TensorBoard, and the checkpoint (last: it saves what the others did in
+    the epoch)."""
+    callbacks = list(fit_kwargs.pop("callbacks", None) or [])
+    early_stopping = next(
+        (c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
+    if early_stopping is None and options.early_stopping is not False:
+        validating = validation_data is not None or fit_kwargs.get("validation_split")
+        patience = DEFAULT_PATIENCE if options.early_stopping is True else options.early_stopping
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor="val_loss" if validating else "loss", patience=patience,
+            restore_best_weights=True)
+        # Before the user's callbacks: at the end they see the best weights.
+        callbacks.insert(0, early_stopping)
+    if not any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks):
+        callbacks.insert(0, _StopOnNonFiniteLoss(phase, info["learning_rate"],
+                                                 options.learning_rate_argument,
+                                                 early_stopping))
+    if options.log_dir is not None:
+        # Both phases write to one log: epochs are numbered on across phases.
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(options.log_dir),
+                                                     write_graph=False))
+    return callbacks, early_stopping
+
+
+def _resumable_inputs(x, y, fit_kwargs, seed, first_epoch):
+    """Arrays are served with each epoch's order a function of (seed, epoch),
+    so a resumed run reshuffles as the uninterrupted one did."""
+    if isinstance(x, tf.data.Dataset) or y is None or fit_kwargs.get("validation_split"):
+        if isinstance(x, tf.data.Dataset):
+            logger.info(
+                "Resumable training on a tf.data pipeline: the resumed epochs are exactly "
+                "those of an uninterrupted run when the backbone's features are cached, or "
+                "when the pipeline's order and augmentation do not depend on how many "
+                "epochs it has run.")
+        return x, y, fit_kwargs
+    if not features._is_array(x):
+        return x, y, fit_kwargs
+    fit_kwargs = dict(fit_kwargs)
+    arrays = [np.asarray(x), np.asarray(y)]
+    if fit_kwargs.get("sample_weight") is not None:
+        arrays.append(np.asarray(fit_kwargs.pop("sample_weight")))
+    dataset = features._array_dataset(
+        arrays, fit_kwargs.pop("batch_size", None) or 32,
+        shuffle=bool(fit_kwargs.pop("shuffle", True)), seed=seed, first_epoch=first_epoch)
+    fit_kwargs["shuffle"] = False
+    return dataset, None, fit_kwargs
+
+
 def _run_phase(model, phase, x, y, validation_data, epochs, initial_epoch, fit_kwargs, info,
-               cache):
+               cache, options):
     if isinstance(x, tf.data.Dataset):
         # A dataset shuffles itself; Keras warns about its default shuffle=True.
         fit_kwargs.setdefault("shuffle", False)
     start = time.perf_counter()
+    checkpoint = options.checkpoint.phase(phase) if options.checkpoint is not None else None
+    done = checkpoint.done() if checkpoint is not None else None
+    if done is not None:
+        checkpoint.restore_done(model)
+        logger.info("Phase %d was finished before: its weights are restored from %s.",
+                    phase, checkpoint.path)
+        return _finish_phase(model, phase, done["logs"], initial_epoch, done["summary"])
+    state = checkpoint.latest() if checkpoint is not None else None
+    callbacks, early_stopping = _callbacks(model, phase, fit_kwargs, validation_data, info,
+                                           options, state)
+    previous_logs = []
+    first = initial_epoch
+    if state is not None:
+        previous_logs = state["logs"]
+        first = state["epoch"] + 1
+        if state["stop_training"] or first >= initial_epoch + epochs:
+            # The phase ended before its result was recorded.
+            checkpoint.restore_state_weights(model, state, early_stopping)
+            return _record_phase(model, phase, previous_logs, initial_epoch, info, start,
+                                 None, checkpoint)
+    if checkpoint is not None:
+        callbacks.append(checkpoint.callback(state=state, early_stopping=early_stopping))
+        cache.shuffle_seed = options.checkpoint.shuffle_seed
+        x, y, fit_kwargs = _resumable_inputs(x, y, fit_kwargs, options.checkpoint.shuffle_seed,
+                                             first)
+    fit_kwargs["callbacks"] = callbacks
     logger.info("Phase %d: %s", phase, info)
     # On cached backbone features when the cache can (see tftransfer.features).
-    history, cache_info = cache.fit(model, x, y, validation_data, epochs=epochs,
-                                    initial_epoch=initial_epoch, fit_kwargs=fit_kwargs)
+    history, cache_info = cache.fit(model, x, y, validation_data, epochs=initial_epoch + epochs
+                                    - first, initial_epoch=first, fit_kwargs=fit_kwargs)
     if history is None:
         history = model.fit(
             x,
             y,
             validation_data=validation_data,
             epochs=initial_epoch + epochs,
-            initial_epoch=initial_epoch,
+            initial_epoch=first,
             **fit_kwargs,
         )
-    seconds = time.perf_counter() - start
-    summary = dict(info, phase=phase, epochs=len(history.epoch), seconds=round(seconds, 3),
-                   cache=cache_info)
-    summary["final"] = {k: float(v[-1]) for k, v in history.history.items() if v}
+    logs = previous_logs + [
+        {key: float(values[i]) for key, values in history.history.items()}
+        for i in range(len(history.epoch))
+    ]
+    return _record_phase(model, phase, logs, initial_epoch, info, start, cache_info, checkpoint,
+                         history if not previous_logs else None)
+
+
+def _record_phase(model, phase, logs, initial_epoch, info, start, cache_info, checkpoint,
+                  history=None):
+    summary = dict(info, phase=phase, epochs=len(logs),
+                   seconds=round(time.perf_counter() - start, 3), cache=cache_info)
+    summary["final"] = {k: v for k, v in (logs[-1] if logs else {}).items()}
+    if checkpoint is not None:
+        checkpoint.finish(model, logs, summary)
+    return _finish_phase(model, phase, logs, initial_epoch, summary, history)
+
+
+def _finish_phase(model, phase, logs, initial_epoch, summary, history=None):
+    """The phase's History: `fit`'s own, or one rebuilt from the logs of a
+    resumed phase."""
     if isinstance(getattr(model, "training_summary", None), list):
         model.training_summary.append(summary)
-    history.history["phase"] = [phase] * len(history.epoch)
+    if history is not None:
+        history.history["phase"] = [phase] * len(history.epoch)
+        return history
+    history = keras.callbacks.History()
+    history.set_model(model)
+    history.epoch = list(range(initial_epoch, initial_epoch + len(logs)))
+    keys = []
+    for entry in logs:
+        keys += [k for k in entry if k not in keys]
+    history.history = {key: [entry.get(key) for entry in logs] for key in keys}
+    history.history["phase"] = [phase] * len(logs)
+    history.params = {"epochs": initial_epoch + len(logs)}
+    model.history = history
     return history
+
+
+def _class_weight(model, x, y, fit_kwargs):
+    """Resolves ``class_weight="balanced"`` from the training labels."""
+    value = fit_kwargs.get("class_weight")
+    if not isinstance(value, str):
+        return fit_kwargs
+    if value != "balanced":
+        raise ValueError(
+            "`class_weight` must be a dict {class_index: weight} or 'balanced'. "
+            f"Received: class_weight={value!r}"
+        )
+    from tftransfer.data import compute_class_weight  # data imports training's users
+
+    if y is not None:
+        labels = np.asarray(y)
+    elif isinstance(x, tf.data.Dataset):
+        logger.info("Counting the training labels for class_weight='balanced'.")
+        labels = np.concatenate([np.asarray(batch[1]) for batch in x.as_numpy_iterator()])
+    else:
+        raise ValueError(
+            "class_weight='balanced' needs the labels: pass `y` with arrays, or a "
+            "tf.data.Dataset of (inputs, labels). Or compute the weights with "
+            "`tftransfer.compute_class_weight` and pass them as a dict. "
+            f"Received: x of type {type(x).__name__}"
+        )
+    num_classes = getattr(model, "num_classes", None)
+    if labels.ndim == 2 and labels.shape[-1] > 1:
+        num_classes = labels.shape[-1]
+    weights = compute_class_weight(labels, num_classes=num_classes)
+    logger.info("Balanced class weights: %s", weights)
+    return dict(fit_kwargs, class_weight=weights)
+
+
+def _checkpoint(checkpoint_dir, settings):
+    if checkpoint_dir is None:
+        return None
+    return checkpoints.TrainingCheckpoint(checkpoint_dir, settings)
+
+
+def _settings(model, x, y, fit_kwargs, **settings):
+    """What identifies a run for `checkpoint_dir`: a directory holding
+    another run's state must not be resumed with this one."""
+    settings.update(
+        model=model.name,
+        weights=int(sum(np.prod(v.shape) for v in model.weights)),
+        steps_per_epoch=_steps_per_epoch(x, y, fit_kwargs),
+        batch_size=fit_kwargs.get("batch_size"),
+    )
+    return settings
+
 
 
 def fit_head(
@@ -266,6 +547,9 @@ def fit_head(
     optimizer=None,
     loss="auto",
     metrics="auto",
+    early_stopping=True,
+    checkpoint_dir=None,
+    log_dir=None,
     cache="auto",
     cache_dir=None,
     cache_memory_limit=None,
@@ -287,6 +571,16 @@ def fit_head(
         learning_rate: Adam's learning rate (ignored with `optimizer`).
         optimizer: a Keras optimizer instead of Adam.
         loss, metrics: passed to `model.compile` (`"auto"` by default).
+        early_stopping: ``True`` (default): stop when the validation loss
+            (the training loss without validation data) has not improved for
+            3 epochs, and end with the best epoch's weights; an integer sets
+            that patience; ``False`` trains every epoch. An `EarlyStopping`
+            in `callbacks` replaces this one.
+        checkpoint_dir: makes the run resumable: its state is saved there
+            after every epoch, and the same call, run again after an
+            interruption (even ``kill -9``), continues from the last
+            completed epoch. See `fit_two_phase`.
+        log_dir: write TensorBoard logs (loss, metrics, learning rate) here.
         cache: train on cached backbone features when the backbone part
             below the trained layers is frozen and the data is deterministic:
             ``"auto"`` (default: when possible, in memory up to
@@ -298,10 +592,16 @@ def fit_head(
         cache_memory_limit: bytes of cached features kept in memory before
             the rest goes to disk. Default: a quarter of the available memory.
         **fit_kwargs: any other `keras.Model.fit` argument (`callbacks`,
-            `verbose`, `class_weight`, `batch_size`, ...).
+            `verbose`, `batch_size`, ...). ``class_weight="balanced"``
+            weighs each class by ``n / (num_classes * count)`` of the
+            training labels.
 
     Returns:
         The `keras.callbacks.History`, with a ``"phase"`` entry of 1s.
+
+    Raises:
+        NonFiniteLossError: when the loss becomes NaN or infinite; the
+            message suggests a lower learning rate.
 
     Example:
 
@@ -316,25 +616,33 @@ def fit_head(
     """
     _check_fit_kwargs(fit_kwargs, "fit_head")
     _check_epochs(epochs, "epochs")
+    early_stopping = _check_early_stopping(early_stopping)
     mode = features.check_cache_options(cache, cache_dir, cache_memory_limit)
+    fit_kwargs = _class_weight(model, x, y, fit_kwargs)
+    options = _Options(early_stopping, log_dir=_check_log_dir(log_dir), checkpoint=_checkpoint(
+        checkpoint_dir, _settings(model, x, y, fit_kwargs, function="fit_head", epochs=epochs,
+                                  learning_rate=learning_rate,
+                                  optimizer=None if optimizer is None else optimizer.name)))
     with features.FeatureCache(mode, cache_dir=cache_dir,
                                memory_limit=cache_memory_limit) as session:
         return _fit_head(model, x, y, validation_data, epochs, 0, learning_rate, optimizer,
-                         loss, metrics, fit_kwargs, session)
+                         loss, metrics, fit_kwargs, session, options)
 
 
 def _fit_head(model, x, y, validation_data, epochs, initial_epoch, learning_rate,
-              optimizer, loss, metrics, fit_kwargs, cache):
+              optimizer, loss, metrics, fit_kwargs, cache, options):
     backbone = _backbone_of(model)
     backbone.trainable = False
     freeze_batchnorm(model)
+    if optimizer is not None:
+        options = dataclasses.replace(options, learning_rate_argument=None)
     with model.distribute_strategy.scope():
         if optimizer is None:
             optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     _compile(model, optimizer, loss, metrics)
     info = {"learning_rate": learning_rate, "unfrozen_blocks": []}
     return _run_phase(model, 1, x, y, validation_data, epochs, initial_epoch, fit_kwargs, info,
-                      cache)
+                      cache, options)
 
 
 def fine_tune(
@@ -348,9 +656,13 @@ def fine_tune(
     from_layer=None,
     learning_rate=None,
     warmup=DEFAULT_WARMUP,
+    block_learning_rate_decay=None,
     optimizer=None,
     loss="auto",
     metrics="auto",
+    early_stopping=True,
+    checkpoint_dir=None,
+    log_dir=None,
     cache="auto",
     cache_dir=None,
     cache_memory_limit=None,
@@ -381,31 +693,63 @@ def fine_tune(
             current learning rate (the head phase's), or 1e-4 if the model
             has no optimizer yet.
         warmup: fraction of the steps spent warming up.
-        optimizer, loss, metrics, cache, cache_dir, cache_memory_limit,
-        **fit_kwargs: as for `fit_head`.
+        block_learning_rate_decay: discriminative learning rates: the top
+            unfrozen block (and the head) learn at `learning_rate`, the block
+            below at ``learning_rate * decay``, the next at ``decay**2``
+            times it, and so on (e.g. 0.5). Default: one rate for all.
+            Not with `from_layer` or `optimizer`.
+        optimizer, loss, metrics, early_stopping, checkpoint_dir, log_dir,
+        cache, cache_dir, cache_memory_limit, **fit_kwargs: as for
+            `fit_head`.
 
     Returns:
         The `keras.callbacks.History`, with a ``"phase"`` entry of 2s.
     """
     _check_fit_kwargs(fit_kwargs, "fine_tune")
     _check_epochs(epochs, "epochs")
+    early_stopping = _check_early_stopping(early_stopping)
     mode = features.check_cache_options(cache, cache_dir, cache_memory_limit)
+    _check_decay(block_learning_rate_decay, from_layer, optimizer)
     if learning_rate is None:
         current = _current_learning_rate(model)
         learning_rate = FINE_TUNE_LR_FACTOR * (current or DEFAULT_LEARNING_RATE)
+    fit_kwargs = _class_weight(model, x, y, fit_kwargs)
+    options = _Options(early_stopping, log_dir=_check_log_dir(log_dir), checkpoint=_checkpoint(
+        checkpoint_dir, _settings(model, x, y, fit_kwargs, function="fine_tune", epochs=epochs,
+                                  unfreeze_blocks=unfreeze_blocks, from_layer=from_layer,
+                                  learning_rate=learning_rate, warmup=warmup,
+                                  block_learning_rate_decay=block_learning_rate_decay,
+                                  optimizer=None if optimizer is None else optimizer.name)))
     with features.FeatureCache(mode, cache_dir=cache_dir,
                                memory_limit=cache_memory_limit) as session:
         return _fine_tune(model, x, y, validation_data, epochs, 0, unfreeze_blocks, from_layer,
-                          learning_rate, warmup, optimizer, loss, metrics, fit_kwargs, session)
+                          learning_rate, warmup, block_learning_rate_decay, optimizer, loss,
+                          metrics, fit_kwargs, session, options)
+
+
+def _check_decay(decay, from_layer, optimizer):
+    if decay is None:
+        return
+    if from_layer is not None or optimizer is not None:
+        raise ValueError(
+            "`block_learning_rate_decay` sets a learning rate per unfrozen block: it needs "
+            "`unfreeze_blocks` (not `from_layer`) and the built-in optimizer (not "
+            f"`optimizer`). Received: block_learning_rate_decay={decay!r}, "
+            f"from_layer={from_layer!r}, optimizer={optimizer!r}"
+        )
+    block_multipliers({}, [], decay=decay)  # checks the value
 
 
 def _fine_tune(model, x, y, validation_data, epochs, initial_epoch, unfreeze_blocks,
-               from_layer, learning_rate, warmup, optimizer, loss, metrics, fit_kwargs, cache):
+               from_layer, learning_rate, warmup, decay, optimizer, loss, metrics, fit_kwargs,
+               cache, options):
     if from_layer is not None:
         unfrozen = unfreeze_top_blocks(model, from_layer=from_layer)
     else:
         unfrozen = unfreeze_top_blocks(model, unfreeze_blocks)
-    if optimizer is None:
+    if optimizer is not None:
+        options = dataclasses.replace(options, learning_rate_argument=None)
+    else:
         steps = _steps_per_epoch(x, y, fit_kwargs)
         if steps is None:
             logger.info("Unknown steps per epoch: fine-tuning at a constant learning rate.")
@@ -415,11 +759,18 @@ def _fine_tune(model, x, y, validation_data, epochs, initial_epoch, unfreeze_blo
                 learning_rate, total_steps=max(1, steps * epochs), warmup=warmup
             )
         with model.distribute_strategy.scope():
-            optimizer = keras.optimizers.Adam(learning_rate=schedule)
+            if decay is None:
+                optimizer = keras.optimizers.Adam(learning_rate=schedule)
+            else:
+                multipliers = block_multipliers(get_blocks(_backbone_of(model)), unfrozen,
+                                                decay=decay)
+                optimizer = DiscriminativeAdam(learning_rate=schedule, multipliers=multipliers)
     _compile(model, optimizer, loss, metrics)
     info = {"learning_rate": learning_rate, "unfrozen_blocks": unfrozen}
+    if decay is not None:
+        info["block_learning_rate_decay"] = decay
     return _run_phase(model, 2, x, y, validation_data, epochs, initial_epoch, fit_kwargs, info,
-                      cache)
+                      cache, options)
 
 
 def fit_two_phase(
@@ -435,8 +786,12 @@ def fit_two_phase(
     learning_rate=DEFAULT_LEARNING_RATE,
     fine_tune_learning_rate=None,
     warmup=DEFAULT_WARMUP,
+    block_learning_rate_decay=None,
     loss="auto",
     metrics="auto",
+    early_stopping=True,
+    checkpoint_dir=None,
+    log_dir=None,
     cache="auto",
     cache_dir=None,
     cache_memory_limit=None,
@@ -447,6 +802,22 @@ def fit_two_phase(
     With ``cache="auto"`` (see `fit_head`), one pass of the backbone over the
     data gives both phase 1's features and phase 2's activations below the
     unfrozen blocks; the epochs of both phases then train on those.
+
+    **Resuming.** With `checkpoint_dir`, each phase saves its state after
+    every epoch (weights, optimizer, random-seed states, early stopping's
+    state, the logs so far) in its own sub-directory, writing atomically,
+    and records the phase's result when it ends. Run the same code again
+    after an interruption and the call restores a finished phase 1 (its
+    weights and its best epoch) and continues the phase it was in from its
+    last completed epoch, with the learning-rate schedule where it was. The
+    final model is the one an uninterrupted run gives when the model is built
+    the same way (same seed) and each epoch's data does not depend on how
+    many epochs ran before: arrays (reshuffled by a seed kept in the
+    directory), and datasets trained on cached features; a `tf.data`
+    pipeline that trains uncached resumes at the right epoch but reshuffles
+    from its start. A directory holding a run with other settings is
+    refused. ``best.weights.h5`` in ``phase1/`` and ``phase2/`` keeps each
+    phase's best epoch (``model.load_weights`` reads it).
 
     Args:
         model: a classifier from `build_classifier`.
@@ -463,17 +834,26 @@ def fit_two_phase(
         fine_tune_learning_rate: phase 2's peak learning rate. Default: a
             tenth of `learning_rate`.
         warmup: fraction of phase 2's steps spent warming up.
+        block_learning_rate_decay: discriminative learning rates in phase
+            2 (see `fine_tune`), e.g. 0.5.
         loss, metrics: passed to `model.compile` in both phases.
+        early_stopping: as for `fit_head`, in each phase: phase 1 may end
+            early and phase 2 then starts from phase 1's best epoch.
+        checkpoint_dir: makes the run resumable (see above).
+        log_dir: TensorBoard logs of both phases, epochs numbered on.
         cache, cache_dir, cache_memory_limit: as for `fit_head`, for both
             phases.
         **fit_kwargs: any other `keras.Model.fit` argument (`callbacks`,
-            `verbose`, `class_weight`, `batch_size`, ...), used in both
-            phases.
+            `verbose`, `batch_size`, ...), used in both phases;
+            ``class_weight="balanced"`` as in `fit_head`.
 
     Returns:
         One `keras.callbacks.History` over both phases: epochs are numbered
         on from phase 1 into phase 2, and ``history.history["phase"]`` says
         which phase each epoch belongs to.
+
+    Raises:
+        NonFiniteLossError: when the loss becomes NaN or infinite.
 
     Example:
 
@@ -490,7 +870,9 @@ def fit_two_phase(
     _check_fit_kwargs(fit_kwargs, "fit_two_phase")
     _check_epochs(head_epochs, "head_epochs")
     _check_epochs(fine_tune_epochs, "fine_tune_epochs")
+    early_stopping = _check_early_stopping(early_stopping)
     mode = features.check_cache_options(cache, cache_dir, cache_memory_limit)
+    _check_decay(block_learning_rate_decay, from_layer, None)
     backbone = _backbone_of(model)
     unfrozen_ids = ()
     if fine_tune_epochs:
@@ -500,21 +882,32 @@ def fit_two_phase(
         )
     if fine_tune_learning_rate is None:
         fine_tune_learning_rate = FINE_TUNE_LR_FACTOR * learning_rate
+    log_dir = _check_log_dir(log_dir)
+    fit_kwargs = _class_weight(model, x, y, fit_kwargs)
+    checkpoint = _checkpoint(checkpoint_dir, _settings(
+        model, x, y, fit_kwargs, function="fit_two_phase", head_epochs=head_epochs,
+        fine_tune_epochs=fine_tune_epochs, unfreeze_blocks=unfreeze_blocks,
+        from_layer=from_layer, learning_rate=learning_rate,
+        fine_tune_learning_rate=fine_tune_learning_rate, warmup=warmup,
+        block_learning_rate_decay=block_learning_rate_decay))
     histories = []
     with features.FeatureCache(mode, cache_dir=cache_dir,
                                memory_limit=cache_memory_limit) as session:
         if head_epochs:
             if fine_tune_epochs:
                 session.expect_fine_tune(unfrozen_ids)
+            options = _Options(early_stopping, checkpoint, log_dir, "learning_rate")
             histories.append(
                 _fit_head(model, x, y, validation_data, head_epochs, 0, learning_rate, None,
-                          loss, metrics, dict(fit_kwargs), session)
+                          loss, metrics, dict(fit_kwargs), session, options)
             )
         if fine_tune_epochs:
+            options = _Options(early_stopping, checkpoint, log_dir, "fine_tune_learning_rate")
             histories.append(
                 _fine_tune(model, x, y, validation_data, fine_tune_epochs, head_epochs,
-                           unfreeze_blocks, from_layer, fine_tune_learning_rate, warmup, None,
-                           loss, metrics, dict(fit_kwargs), session)
+                           unfreeze_blocks, from_layer, fine_tune_learning_rate, warmup,
+                           block_learning_rate_decay, None, loss, metrics, dict(fit_kwargs),
+                           session, options)
             )
     return _merge_histories(model, histories)
 
