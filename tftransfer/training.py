@@ -351,7 +351,7 @@ def _check_early_stopping(value):
     )
 
 
-def _callbacks(model, phase, fit_kwargs, validation_data, info, options, state):
+def _callbacks(phase, fit_kwargs, validation_data, info, options):
     """The phase's callbacks: the NaN check, early stopping, the user's,
     TensorBoard, and the checkpoint (last: it saves what the others did in
     the epoch)."""
@@ -415,8 +415,7 @@ def _run_phase(model, phase, x, y, validation_data, epochs, initial_epoch, fit_k
                     phase, checkpoint.path)
         return _finish_phase(model, phase, done["logs"], initial_epoch, done["summary"])
     state = checkpoint.latest() if checkpoint is not None else None
-    callbacks, early_stopping = _callbacks(model, phase, fit_kwargs, validation_data, info,
-                                           options, state)
+    callbacks, early_stopping = _callbacks(phase, fit_kwargs, validation_data, info, options)
     previous_logs = []
     first = initial_epoch
     if state is not None:
