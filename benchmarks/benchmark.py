@@ -45,7 +45,6 @@ import argparse
 import datetime
 import inspect
 import json
-import logging
 import math
 import os
 import platform
@@ -61,7 +60,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tftransfer as tft  # noqa: E402
-from tftransfer.datasets import load_digits  # noqa: E402
+from tftransfer.data.digits import load_digits  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -114,38 +113,6 @@ class Clock:
     def read(self):
         return {"seconds": time.perf_counter() - self.wall,
                 "cpu_seconds": time.process_time() - self.cpu}
-
-
-class PhaseClock(logging.Handler):
-    """Splits one `fit_two_phase` call into its phases: tftransfer.training
-    logs "Phase N: ..." as each phase starts."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.starts = []
-
-    def emit(self, record):
-        if record.getMessage().startswith("Phase "):
-            self.starts.append(Clock())
-
-    def __enter__(self):
-        self._logger = logging.getLogger("tftransfer.training")
-        self._saved = self._logger.level, self._logger.propagate
-        self._logger.setLevel(logging.INFO)
-        self._logger.propagate = False  # heard here, not printed
-        self._logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc):
-        self.end = Clock()
-        self._logger.removeHandler(self)
-        self._logger.setLevel(self._saved[0])
-        self._logger.propagate = self._saved[1]
-
-    def phases(self):
-        bounds = self.starts + [self.end]
-        return [{"seconds": b.wall - a.wall, "cpu_seconds": b.cpu - a.cpu}
-                for a, b in zip(bounds, bounds[1:])]
 
 
 def _load_average():
@@ -284,16 +251,16 @@ def tftransfer_recipe(model, train, val, cfg):
     if "early_stopping" in inspect.signature(tft.fit_two_phase).parameters:
         options["early_stopping"] = False  # every epoch runs, as in the plain recipe
     keras.utils.set_random_seed(cfg.seed)
-    with PeakMemory() as memory, PhaseClock() as clock:
+    with PeakMemory() as memory:
         tft.fit_two_phase(model, x, (xv, yv), y=y, head_epochs=cfg.head_epochs,
                           fine_tune_epochs=cfg.fine_tune_epochs if cfg.phases == 2 else 0,
                           unfreeze_blocks=cfg.unfreeze_blocks, learning_rate=cfg.learning_rate,
                           batch_size=cfg.batch_size, verbose=0, **options)
-    phases = []
-    for times, summary in zip(clock.phases(), model.training_summary):
-        phases.append({**times, "peak_rss": memory.peak, "start_rss": memory.start_rss,
-                       "cache": summary.get("cache"), "epochs_run": summary.get("epochs")})
-    return phases
+    # Each phase's wall and CPU seconds, as the training recorded them.
+    return [{"seconds": summary["seconds"], "cpu_seconds": summary["cpu_seconds"],
+             "peak_rss": memory.peak, "start_rss": memory.start_rss,
+             "cache": summary.get("cache"), "epochs_run": summary.get("epochs")}
+            for summary in model.training_summary]
 
 
 def accuracy(model, val, batch_size):

@@ -6,9 +6,9 @@ import pytest
 
 import tftransfer as tft
 from helpers import online
-from tftransfer.backbones import _ARCHITECTURES
+from tftransfer.backbones import ARCHITECTURES
 
-MIN_SHAPE = {name: (a.min_size, a.min_size, 3) for name, a in _ARCHITECTURES.items()}
+MIN_SHAPE = {name: (a.min_size, a.min_size, 3) for name, a in ARCHITECTURES.items()}
 
 # Tested at their minimum size; the large EfficientNets take long to build.
 FAST = [n for n in tft.available_backbones() if n not in (
@@ -92,7 +92,7 @@ def test_names_are_forgiving(alias):
 def test_preprocessing_matches_keras_applications(name, module):
     """Raw pixels in, the same values the application's preprocess_input gives."""
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
-    layer = tft.PixelPreprocessing(mode=_ARCHITECTURES[name].preprocessing)
+    layer = tft.PixelPreprocessing(mode=ARCHITECTURES[name].preprocessing)
     expected = module.preprocess_input(pixels.copy())
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(pixels)), expected, atol=1e-4)
 
@@ -100,7 +100,7 @@ def test_preprocessing_matches_keras_applications(name, module):
 def test_preprocessing_is_inside_the_backbone():
     backbone = tft.load_backbone("mobilenet_v2", input_shape=(32, 32, 3), weights=None)
     assert backbone.layers[1].name == "pixel_preprocessing"
-    assert backbone.pixel_range == (-1, 1)
+    assert backbone.spec.pixel_range == (-1, 1)
 
 
 def test_unknown_backbone_suggests_close_names():

@@ -26,7 +26,7 @@ def test_backbone_is_frozen_and_called_through_the_inference_mode_layer():
     model = tiny_classifier()
     assert model.backbone.trainable is False
     assert [v.path for v in model.trainable_weights] == [
-        v.path for v in model.output_dense.trainable_weights
+        v.path for v in model.head.output_dense.trainable_weights
     ]
     # The backbone is called through a layer that pins training=False.
     assert model.get_layer("frozen_backbone_call").layer is model.backbone
@@ -41,8 +41,8 @@ def test_named_backbone_is_loaded():
 
 def test_head_with_hidden_layers_and_dropout():
     model = tiny_classifier(hidden_units=[16, 8], dropout=0.3)
-    assert [layer.units for layer in model.hidden_layers] == [16, 8]
-    assert all(layer.rate == 0.3 for layer in model.dropout_layers)
+    assert [layer.units for layer in model.head.hidden_layers] == [16, 8]
+    assert all(layer.rate == 0.3 for layer in model.head.dropout_layers)
 
 
 @pytest.mark.parametrize("pooling", ["avg", "max", "flatten"])
@@ -152,9 +152,7 @@ def test_classifier_needs_a_model_backbone():
 
 
 def test_custom_block_pattern_survives_keras_file(tmp_path):
-    backbone = tiny_backbone()
-    backbone.block_pattern = r"^(block[12])_"
-    model = tft.build_classifier(backbone, num_classes=2)
+    model = tft.build_classifier(tiny_backbone(), num_classes=2, block_pattern=r"^(block[12])_")
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)

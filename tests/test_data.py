@@ -464,9 +464,11 @@ def test_cache_in_memory_on_disk_or_off_gives_the_same_data(tmp_path):
     _class_folder(root, "a", 6)
     _class_folder(root, "b", 6)
     cache_dir = str(tmp_path / "cache")
+    os.makedirs(cache_dir)
     reference = _all_batches(_load(root, cache=False, shuffle=False).validation)
-    for cache in (True, cache_dir):
-        data = _load(root, cache=cache, shuffle=False)
+    for options in ({"cache": True}, {"cache": "memory"},
+                    {"cache": "disk", "cache_dir": cache_dir}):
+        data = _load(root, shuffle=False, **options)
         for _ in range(2):  # the second pass reads the cache
             got = _all_batches(data.validation)
             np.testing.assert_array_equal(got[0], reference[0])
@@ -474,9 +476,39 @@ def test_cache_in_memory_on_disk_or_off_gives_the_same_data(tmp_path):
     first = set(os.listdir(cache_dir))
     assert any(name.startswith("tftransfer-validation-") for name in first)
     _png(os.path.join(root, "a", "new.png"))
-    data = _load(root, cache=cache_dir)
+    data = _load(root, cache="disk", cache_dir=cache_dir)
     _all_batches(data.validation)
     assert set(os.listdir(cache_dir)) - first  # an edited folder gets a new cache
+
+
+def test_auto_cache_spills_to_cache_dir_past_the_memory_limit(tmp_path, caplog):
+    root = str(tmp_path / "images")
+    _class_folder(root, "a", 6)
+    _class_folder(root, "b", 6)
+    cache_dir = str(tmp_path / "cache")
+    os.makedirs(cache_dir)
+    _all_batches(_load(root, cache="auto", cache_dir=cache_dir,
+                       cache_memory_limit=0).validation)
+    assert any(name.startswith("tftransfer-validation-") for name in os.listdir(cache_dir))
+    with caplog.at_level(logging.INFO, logger="tftransfer.data"):
+        _load(root, cache="auto", cache_memory_limit=0)
+    assert "Not caching the decoded images" in caplog.text and "cache_dir=" in caplog.text
+
+
+def test_a_directory_as_cache_still_works_with_a_deprecation_warning(tmp_path):
+    root = str(tmp_path / "images")
+    _class_folder(root, "a", 6)
+    _class_folder(root, "b", 6)
+    cache_dir = str(tmp_path / "cache")
+    with pytest.warns(DeprecationWarning, match=r"cache='disk', cache_dir="):
+        data = _load(root, cache=cache_dir)
+    _all_batches(data.validation)
+    assert os.listdir(cache_dir)
+
+
+def test_disk_cache_needs_a_cache_dir(tmp_path):
+    with pytest.raises(ValueError, match=r"cache='disk' needs `cache_dir`.*Received: cache="):
+        _load(str(tmp_path), cache="disk")
 
 
 def test_augmentation_changes_only_the_training_split(tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tftransfer.datasets import load_digits
+from tftransfer.data.digits import load_digits
 
 
 def test_digits_are_raw_pixels():

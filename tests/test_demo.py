@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from tftransfer.demo import DemoConfig
-from tftransfer.demo import run_demo
+from tftransfer.demos.config import DemoConfig
+from tftransfer.demos.digits import run_demo
 
 QUICK = dataclasses.replace(DemoConfig(), source_epochs=5, head_epochs=2, fine_tune_epochs=1)
 

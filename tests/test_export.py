@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tftransfer as tft
+from tftransfer.export import serving
 from helpers import images
 from helpers import labelled
 from helpers import run_without_tftransfer
@@ -86,14 +87,12 @@ def test_explicit_version_and_refusing_to_overwrite(trained, tmp_path):
 
 
 def test_failed_export_leaves_no_version_behind(trained, tmp_path, monkeypatch):
-    from tftransfer import export
-
     def broken(*args, **kwargs):
         raise RuntimeError("verification failed")
 
     base = tmp_path / "serving"
     tft.export_saved_model(trained, base)
-    monkeypatch.setattr(export, "_verify", broken)
+    monkeypatch.setattr(serving, "verify_export", broken)
     with pytest.raises(RuntimeError, match="verification failed"):
         tft.export_saved_model(trained, base)
     assert sorted(os.listdir(base)) == ["1"]
@@ -101,15 +100,13 @@ def test_failed_export_leaves_no_version_behind(trained, tmp_path, monkeypatch):
 
 def test_export_is_checked_against_the_model(trained, tmp_path, monkeypatch):
     """A SavedModel that does not reproduce the model is never published."""
-    from tftransfer import export
-
-    original = export._serving_function
+    original = serving.serving_function
 
     def off_by_one(model, spec):
         serve = original(model, spec)
         return lambda images: serve(images + 50.0)
 
-    monkeypatch.setattr(export, "_serving_function", off_by_one)
+    monkeypatch.setattr(serving, "serving_function", off_by_one)
     with pytest.raises(RuntimeError, match="does not reproduce the model's probabilities"):
         tft.export_saved_model(trained, tmp_path / "serving")
     assert os.listdir(tmp_path / "serving") == []
@@ -187,3 +184,16 @@ def test_published_version_is_readable_by_other_users(tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_metadata_names_the_backbone_and_its_blocks(tmp_path):
+    inputs = keras.Input((16, 16, 3))
+    plain = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs), name="plain")
+    path = tft.export_saved_model(tft.build_classifier(plain, num_classes=2), tmp_path / "a")
+    backbone = tft.read_metadata(path)["backbone"]
+    assert backbone["name"] == "plain" and backbone["blocks"] == []  # no block names: none
+    model = tft.build_classifier("mobilenet_v3_small", num_classes=2, input_shape=(32, 32, 3),
+                                 weights=None)
+    backbone = tft.read_metadata(tft.export_saved_model(model, tmp_path / "b"))["backbone"]
+    assert backbone["name"] == "mobilenet_v3_small" and backbone["source"] == "application"
+    assert backbone["blocks"] == list(tft.get_blocks(model))

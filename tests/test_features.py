@@ -1,4 +1,4 @@
-"""Cached backbone features (tftransfer.features) against the uncached path."""
+"""Cached backbone features (tftransfer.feature_cache) against the uncached path."""
 
 import logging
 import os
@@ -14,7 +14,14 @@ from helpers import labelled
 from helpers import tiny_backbone
 from helpers import tiny_classifier
 from helpers import weights_by_path
-from tftransfer import features
+from tftransfer.caching import cache_options
+from tftransfer.feature_cache.cache import FeatureCache
+from tftransfer.feature_cache.cut import plan_cut
+from tftransfer.feature_cache.extract import batchnorm_folds
+from tftransfer.feature_cache.extract import frozen_forward
+from tftransfer.feature_cache.feed import in_order_dataset
+from tftransfer.feature_cache.feed import stream_dataset
+from tftransfer.feature_cache.store import Stream
 
 
 def _train(cache, *, fn=tft.fit_two_phase, model=None, data=None, **kwargs):
@@ -127,8 +134,8 @@ def test_shuffled_dataset_is_cached_once_and_reshuffled_each_epoch():
     history = tft.fit_head(model, ds, ds, epochs=4, learning_rate=0.05, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert model.training_summary[0]["cache"]["examples"] == 24
-    stream = features._Stream(targets=[y], structure=(y,), batch_size=6, shuffle=True)
-    cached = features._stream_dataset(np.arange(24, dtype="float32")[:, None], stream)
+    stream = Stream(targets=[y], structure=(y,), batch_size=6, shuffle=True)
+    cached = stream_dataset(np.arange(24, dtype="float32")[:, None], stream)
     epochs = [[b[0].numpy()[:, 0] for b in cached] for _ in range(2)]
     assert [len(b) for b in epochs[0]] == [6, 6, 6, 6]
     first, second = np.concatenate(epochs[0]), np.concatenate(epochs[1])
@@ -183,28 +190,18 @@ def test_stale_entries_are_never_reused():
     x, y = labelled(n=16)
     model = tiny_classifier()
     tft.freeze_backbone(model)
-    with features.FeatureCache("memory") as session:
-        cut = features.plan_cut(model)
-        key = cut.key()
-        a = features._source(x, y, None, "training")
-        digest, reused = session._ensure(model, graph_cuts=[cut], keys=[key], source=a,
-                                         batch_size=8, verbose=0)
-        first = np.array(session._entries[(digest, key)].features)
-        assert not reused
-        assert session._ensure(model, graph_cuts=[cut], keys=[key], source=a,
-                               batch_size=8, verbose=0) == (digest, True)
-        other = features._source(x[::-1].copy(), y, None, "training")  # other data
-        other_digest, reused = session._ensure(model, graph_cuts=[cut], keys=[key],
-                                               source=other, batch_size=8, verbose=0)
-        assert other_digest != digest and not reused
+    kwargs = {"batch_size": 8, "verbose": 0}
+
+    def reused(cache, images):
+        return cache.plan(model, images, y, fit_kwargs=kwargs).info["reused"]
+
+    with FeatureCache(cache_options("memory")) as cache:
+        assert not reused(cache, x)
+        assert reused(cache, x)  # the same data and weights
+        assert not reused(cache, x[::-1].copy())  # other data
         kernel = model.backbone.get_layer("block1_conv").kernel  # other backbone weights
         kernel.assign(kernel * 2.0)
-        new_key = features.plan_cut(model).key()
-        assert new_key != key
-        _, reused = session._ensure(model, graph_cuts=[cut], keys=[new_key], source=a,
-                                    batch_size=8, verbose=0)
-        assert not reused
-        assert not np.allclose(session._entries[(digest, new_key)].features, first)
+        assert not reused(cache, x)
 
 
 def test_changed_backbone_between_phases_is_extracted_again():
@@ -234,7 +231,7 @@ def _augmented_classifier():
 
 def test_augmentation_in_the_model_falls_back_and_logs_why(caplog):
     x, y = labelled(n=16)
-    with caplog.at_level(logging.INFO, logger="tftransfer.features"):
+    with caplog.at_level(logging.INFO, logger="tftransfer.feature_cache"):
         history = tft.fit_head(_augmented_classifier(), x, y=y, epochs=1, verbose=0,
                                loss="sparse_categorical_crossentropy", metrics=[])
     assert len(history.epoch) == 1
@@ -250,11 +247,11 @@ def test_random_dataset_pipeline_falls_back_and_logs_why(caplog):
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).map(
         lambda a, b: (tf.image.random_flip_left_right(a), b))
     model = tiny_classifier()
-    with caplog.at_level(logging.INFO, logger="tftransfer.features"):
+    with caplog.at_level(logging.INFO, logger="tftransfer.feature_cache"):
         tft.fit_head(model, ds, epochs=1, verbose=0)
     assert "random or opaque ops (RandomUniform)" in caplog.text
     assert model.training_summary[0]["cache"] is None
-    with caplog.at_level(logging.WARNING, logger="tftransfer.features"):
+    with caplog.at_level(logging.WARNING, logger="tftransfer.feature_cache"):
         tft.fit_head(model, ds, epochs=1, verbose=0, cache=True)  # the user says: cache it
     assert "one pass of it is cached" in caplog.text
     assert model.training_summary[1]["cache"]["examples"] == 16
@@ -271,7 +268,7 @@ def _skip_backbone():
 def test_skip_connection_across_the_boundary_falls_back_and_logs_why(caplog):
     x, y = labelled(n=16)
     model = tft.build_classifier(_skip_backbone(), num_classes=3)
-    with caplog.at_level(logging.INFO, logger="tftransfer.features"):
+    with caplog.at_level(logging.INFO, logger="tftransfer.feature_cache"):
         tft.fit_two_phase(model, x, y=y, head_epochs=1, fine_tune_epochs=1, unfreeze_blocks=1,
                           verbose=0)
     assert "a skip connection crosses the boundary" in caplog.text
@@ -333,9 +330,9 @@ def test_distribution_strategy_on_the_cached_path():
 ])
 def test_real_backbones_are_cut_below_the_top_two_blocks(name, boundary):
     model = tft.build_classifier(name, num_classes=2, input_shape=(32, 32, 3), weights=None)
-    assert features.plan_cut(model).name == "pooling:0"
+    assert plan_cut(model).name == "pooling:0"
     tft.unfreeze_top_blocks(model, 2)
-    assert features.plan_cut(model).name == boundary
+    assert plan_cut(model).name == boundary
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -362,7 +359,7 @@ def test_generator_dataset_is_cached_only_when_asked(caplog):
     data = tf.data.Dataset.from_generator(generator, output_signature=(
         tf.TensorSpec((None, *IMAGE_SHAPE)), tf.TensorSpec((None,), tf.int32)))
     model = tiny_classifier()
-    with caplog.at_level(logging.INFO, logger="tftransfer.features"):
+    with caplog.at_level(logging.INFO, logger="tftransfer.feature_cache"):
         tft.fit_head(model, data, epochs=1, verbose=0)  # "auto": its length is unknown
     assert "the training dataset's length is unknown" in caplog.text
     assert model.training_summary[0]["cache"] is None
@@ -423,12 +420,12 @@ def test_extractor_folds_batchnorm_into_convolutions_and_matches_predict(caplog)
     x, _ = labelled(n=16)
     model = _conv_bn_classifier()
     tft.freeze_backbone(model)
-    cut = features.plan_cut(model)
-    folds = features._batchnorm_folds(cut.bottom, [cut.boundary])
+    cut = plan_cut(model)
+    folds = batchnorm_folds(cut.bottom, [cut.boundary])
     assert sorted(step.op.name for step in folds.values()) == [
         "biased_bn", "conv_bn", "depthwise_bn"]
-    with caplog.at_level(logging.INFO, logger="tftransfer.features"):
-        forward = features._frozen_forward(
+    with caplog.at_level(logging.INFO, logger="tftransfer.feature_cache"):
+        forward = frozen_forward(
             cut.bottom, cut.graph.inputs[0], [cut.boundary],
             tf.TensorSpec((None, *IMAGE_SHAPE), "float32"))
     assert "on variables" not in caplog.text  # the constants path, not the fallback
@@ -446,18 +443,18 @@ def test_batchnorm_read_elsewhere_is_not_folded():
     model = keras.Model(inputs, keras.layers.Dense(3)(backbone(inputs, training=False)))
     model.backbone = backbone
     tft.freeze_backbone(model)
-    cut = features.plan_cut(model)
-    assert features._batchnorm_folds(cut.bottom, [cut.boundary]) == {}
+    cut = plan_cut(model)
+    assert batchnorm_folds(cut.bottom, [cut.boundary]) == {}
 
 
 def test_validation_arrays_are_served_in_keras_batches():
     x = np.arange(10, dtype="float64").reshape(5, 2)
     y = np.arange(5)
-    batches = list(features._in_order_dataset((x, y), 2).as_numpy_iterator())
+    batches = list(in_order_dataset((x, y), 2).as_numpy_iterator())
     assert [len(b[0]) for b in batches] == [2, 2, 1]
     assert batches[0][0].dtype == np.float32 and batches[0][1].dtype == y.dtype
     np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
-    assert features._in_order_dataset((x, np.array(["a"] * 5, dtype=object)), 2) is None
+    assert in_order_dataset((x, np.array(["a"] * 5, dtype=object)), 2) is None
 
 
 def test_backbone_called_on_its_own_input_tensor_is_cached_exactly():
@@ -470,3 +467,26 @@ def test_backbone_called_on_its_own_input_tensor_is_cached_exactly():
     assert models[0].training_summary[0]["cache"] is None
     assert models[1].training_summary[0]["cache"]["boundary"].endswith("pooling:0")
     _assert_same_weights(*models)
+
+
+def test_plan_says_whether_and_why_a_phase_is_cached():
+    x, y = labelled(n=16)
+    model = tiny_classifier()
+    tft.freeze_backbone(model)
+    kwargs = {"batch_size": 8, "verbose": 0}
+    with FeatureCache(cache_options(False)) as cache:
+        plan = cache.plan(model, x, y, fit_kwargs=kwargs)
+        assert not plan.cached and plan.reason == "cache=False" and plan.info is None
+    random = tf.data.Dataset.from_tensor_slices((x, y)).map(
+        lambda a, b: (tf.image.random_flip_left_right(a), b)).batch(8)
+    with FeatureCache(cache_options("auto")) as cache:
+        plan = cache.plan(model, x, y, fit_kwargs=kwargs)
+        assert plan.cached and plan.reason is None and plan.info["boundary"] == "pooling:0"
+        history = plan.fit(epochs=2, initial_epoch=0)
+        assert history.epoch == [0, 1]
+        plan = cache.plan(model, random, fit_kwargs={"verbose": 0})
+        assert not plan.cached and "random or opaque ops" in plan.reason
+    with FeatureCache(cache_options("memory")) as cache:
+        with pytest.raises(ValueError, match=r"Cannot train on cached features: "
+                                             r"`steps_per_epoch` is set.*Received: cache='memory'"):
+            cache.plan(model, x, y, fit_kwargs={"steps_per_epoch": 1})

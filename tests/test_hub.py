@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import tftransfer as tft
+from tftransfer.export import feature_extractor
 from helpers import images
 from helpers import labelled
 from helpers import run_without_tftransfer
@@ -222,7 +223,7 @@ def test_hub_backbone_is_a_functional_model_with_preprocessing(hub_dir):
     backbone = tft.load_backbone(hub_dir, input_shape=SHAPE)
     assert isinstance(backbone, keras.Model)
     assert backbone.output.shape == (None, WIDTH)
-    assert backbone.preprocessing == "unit" and backbone.pixel_range == (0, 1)
+    assert backbone.spec.preprocessing == "unit" and backbone.spec.pixel_range == (0, 1)
     # TF-Hub image modules take [0, 1]: raw pixels are rescaled first.
     x = images(2, SHAPE)
     direct = tft.HubLayer(hub_dir)(x / 255.0).numpy()
@@ -459,7 +460,7 @@ def test_round_trip_backbone_export_backbone(exported):
     backbone, path = exported
     reloaded = tft.load_backbone(path)  # input size and pixel range from the metadata
     assert reloaded.input.shape == (None, *SHAPE)
-    assert reloaded.preprocessing == "none" and reloaded.pixel_range == (0, 255)
+    assert reloaded.spec.preprocessing == "none" and reloaded.spec.pixel_range == (0, 255)
     x = images(3, SHAPE)
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), _pooled(backbone, x), atol=1e-5)
 
@@ -505,12 +506,10 @@ def test_export_overwrites_when_asked(tmp_path):
 
 
 def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
-    from tftransfer import export
-
     def broken(*args):
         raise RuntimeError("check failed")
 
-    monkeypatch.setattr(export, "_verify_feature_extractor", broken)
+    monkeypatch.setattr(feature_extractor, "verify_feature_extractor", broken)
     with pytest.raises(RuntimeError, match="check failed"):
         tft.export_feature_extractor(tiny_backbone(SHAPE), tmp_path / "module")
     assert os.listdir(tmp_path) == []

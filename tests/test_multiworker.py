@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import tftransfer as tft
 from helpers import images
-from tftransfer import distribute
+from tftransfer import _compat
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiworker_worker.py")
 CLASS_NAMES = ["ant", "bee", "cat"]  # as in multiworker_worker.py
@@ -88,9 +88,9 @@ def test_is_chief_rejects_other_arguments():
 def test_keras_fixes_are_installed_and_leave_single_process_reductions_alone():
     from keras.src.backend.tensorflow import trainer
 
-    assert distribute._install_keras_multi_worker_fixes() is True  # idempotent
-    assert trainer.reduce_per_replica._tftransfer_wrapped
-    assert trainer.TensorFlowTrainer._maybe_symbolic_build._tftransfer_wrapped
+    assert _compat.install_multi_worker_fixes() is True  # idempotent
+    assert trainer.reduce_per_replica.tftransfer_wrapped
+    assert trainer.TensorFlowTrainer._maybe_symbolic_build.tftransfer_wrapped
     logs = {"loss": tf.constant(1.5), "accuracy": tf.constant(0.25)}
     reduced = trainer.reduce_per_replica(logs, tf.distribute.get_strategy(), "auto")
     assert {k: float(v) for k, v in reduced.items()} == {"loss": 1.5, "accuracy": 0.25}

@@ -197,7 +197,7 @@ def test_cut_of_a_named_backbone_keeps_its_description():
     backbone = tft.load_backbone("mobilenet_v3_small", input_shape=(32, 32, 3), weights=None,
                                  cut_at="expanded_conv_5_add")
     assert backbone.output.shape == (None, 2, 2, 40)
-    assert backbone.architecture == "mobilenet_v3_small" and backbone.preprocessing == "none"
+    assert backbone.spec.name == "mobilenet_v3_small" and backbone.spec.preprocessing == "none"
     assert list(tft.get_blocks(backbone))[-1] == "expanded_conv_5"
 
 
@@ -250,7 +250,7 @@ def _staged_source():
 
 def test_block_pattern_names_the_blocks_of_an_own_model():
     backbone = tft.load_backbone(_staged_source(), block_pattern=STAGE_PATTERN)
-    assert backbone.block_pattern == STAGE_PATTERN
+    assert backbone.spec.block_pattern == STAGE_PATTERN
     blocks = tft.get_blocks(backbone)
     assert list(blocks) == ["stage1", "stage2", "stage3"]
     assert [layer.name for layer in blocks["stage3"]] == ["stage3_conv", "stage3_bn",

@@ -13,7 +13,7 @@ import pytest
 import tftransfer as tft
 from helpers import labelled
 from helpers import tiny_classifier
-from tftransfer import checkpoints
+from tftransfer.training import checkpoints
 
 WORKER = os.path.join(os.path.dirname(__file__), "resume_worker.py")
 

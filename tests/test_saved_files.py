@@ -3,6 +3,8 @@ same outputs (the files are committed; tests/fixtures/make_fixtures.py wrote the
 
 import json
 import os
+import subprocess
+import sys
 import warnings
 
 import keras
@@ -60,3 +62,22 @@ def test_text_classifier_saved_by_an_earlier_version_loads(version):
     assert model.class_names == expected["class_names"]
     np.testing.assert_allclose(model.predict(np.array(expected["texts"]), verbose=0),
                                expected["outputs"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("first", [
+    "import tftransfer; import keras",  # Keras after tftransfer
+    "import keras; import tftransfer",  # Keras first
+    "import tftransfer.data.folders; import keras",  # a submodule that imports Keras itself
+])
+def test_import_tftransfer_is_enough_to_load_a_file(first):
+    """`import tftransfer` imports no TensorFlow, yet a `.keras` file naming
+    tftransfer's classes loads after it (they register when Keras is imported)."""
+    path = os.path.join(FIXTURES, VERSIONS[0], "image_classifier.keras")
+    script = (f"{first}\nm = keras.saving.load_model({path!r})\n"
+              "print(type(m).__name__)\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
+                            text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "ImageClassifier"

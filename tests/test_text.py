@@ -24,11 +24,11 @@ import tftransfer as tft  # noqa: E402
 from helpers import run_without_tftransfer  # noqa: E402
 from helpers import weights_by_path  # noqa: E402
 from tftransfer import cli  # noqa: E402
-from tftransfer import text_demo  # noqa: E402
-from tftransfer.text import TextClassifier  # noqa: E402
-from tftransfer.text import TokenPooling  # noqa: E402
-from tftransfer.text import _tiny_preset  # noqa: E402
-from tftransfer.text import build_text_classifier  # noqa: E402
+from tftransfer.demos import text as text_demo  # noqa: E402
+from tftransfer.backbones.text import tiny_preset  # noqa: E402
+from tftransfer.classifiers.text import TextClassifier  # noqa: E402
+from tftransfer.classifiers.text import build_text_classifier  # noqa: E402
+from tftransfer.classifiers.text_layers import TokenPooling  # noqa: E402
 
 TEXTS = ["a good film", "the book is awful", "great", "bad film, bad book ."]
 
@@ -59,7 +59,7 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    return _tiny_preset(str(tmp_path_factory.mktemp("tiny-bert")))
+    return tiny_preset(str(tmp_path_factory.mktemp("tiny-bert")))
 
 
 def tiny(tiny_dir, **kwargs):
@@ -130,7 +130,7 @@ def test_pooling_of_the_encoders_token_vectors(tiny_dir, pooling):
     tokens = model.backbone({k: features[k] for k in model.backbone.input}).numpy()
     mask = features["padding_mask"].numpy()[..., None].astype("float32")
     pooled = (tokens * mask).sum(1) / mask.sum(1) if pooling == "mean" else tokens[:, 0]
-    kernel, bias = model.output_dense.get_weights()
+    kernel, bias = model.head.output_dense.get_weights()
     np.testing.assert_allclose(model.predict(TEXTS, verbose=0), pooled @ kernel + bias,
                                atol=1e-5)
 
@@ -153,7 +153,7 @@ def test_config_round_trip(tiny_dir):
 def test_keras_file_round_trip(tiny_dir, tmp_path):
     model = tiny(tiny_dir)
     rng = np.random.default_rng(1)
-    for layer in (model.backbone.get_layer("transformer_layer_1"), model.output_dense):
+    for layer in (model.backbone.get_layer("transformer_layer_1"), model.head.output_dense):
         layer.set_weights([rng.normal(size=w.shape) for w in layer.get_weights()])
     path = tmp_path / "text.keras"
     model.save(path)

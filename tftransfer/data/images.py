@@ -1,0 +1,236 @@
+"""Reading one image: decoding, RGB conversion, resizing (PIL and TensorFlow)."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from PIL import ImageOps
+from PIL import UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
+"""File extensions (any case) the folder loader reads; other files are ignored."""
+
+
+_PIL_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+
+
+ALPHA_BACKGROUND = 255
+"""Transparent pixels are composited onto this gray level (255: white)."""
+
+
+class BadImage(Exception):
+    """Carries the reason a file cannot be used."""
+
+
+def _composite(rgba):
+    """Composites RGBA uint8 onto ALPHA_BACKGROUND with integer rounding."""
+    rgb = rgba[..., :3].astype(np.uint32)
+    alpha = rgba[..., 3:4].astype(np.uint32)
+    out = (rgb * alpha + ALPHA_BACKGROUND * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _pil_to_rgb(image):
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit gray (PNG): keep the high byte, as Pillow does for 16-bit RGB.
+        gray = (np.clip(np.asarray(image), 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
+        return _composite(np.asarray(image.convert("RGBA")))
+    if mode == "RGB":
+        return np.array(image)
+    if mode in ("1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.array(image.convert("RGB"))
+    raise BadImage(f"unsupported pixel format: mode {mode!r}")
+
+
+def to_rgb(image):
+    """Turns an image into RGB pixels the way tftransfer's loaders do.
+
+    Grayscale is repeated into three channels, palette and CMYK images are
+    converted, 16-bit images keep their high byte, and transparent pixels are
+    composited onto white (`ALPHA_BACKGROUND`). Use it (or `load_image`) in a
+    client of an exported model, whose signature takes RGB pixels, so that
+    images with alpha look as they did in training.
+
+    Args:
+        image: a `PIL.Image.Image`, or an array ``(h, w)``, ``(h, w, 1)``,
+            ``(h, w, 3)`` or ``(h, w, 4)`` of uint8, uint16 or floats in
+            [0, 255].
+
+    Returns:
+        A uint8 array ``(h, w, 3)``.
+
+    Example:
+
+    >>> import numpy as np
+    >>> half_transparent_black = np.array([[[0, 0, 0, 128]]], dtype="uint8")
+    >>> to_rgb(half_transparent_black).tolist()
+    [[[127, 127, 127]]]
+    """
+    if isinstance(image, Image.Image):
+        try:
+            return _pil_to_rgb(image)
+        except BadImage as err:
+            raise ValueError(f"Cannot convert the image to RGB: {err}. "
+                             f"Received: image={image!r}") from None
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            "`image` must be a PIL image or an array (h, w), (h, w, 1), (h, w, 3) or "
+            f"(h, w, 4). Received: image of shape {array.shape}"
+        )
+    if array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    elif array.dtype.kind == "f":
+        array = np.clip(array, 0.0, 255.0)
+        if array.shape[-1] == 4:
+            alpha = array[..., 3:4] / 255.0
+            array = array[..., :3] * alpha + ALPHA_BACKGROUND * (1.0 - alpha)
+        array = np.round(array).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise TypeError(
+            "`image` must hold uint8, uint16 or float pixels. "
+            f"Received: image of dtype {array.dtype}"
+        )
+    if array.shape[-1] == 4:
+        array = _composite(array)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return array
+
+
+def _decode(fileobj):
+    """Fully decodes an open image file to RGB; raises _BadImage with the reason.
+
+    Only the formats of IMAGE_EXTENSIONS are tried (whatever the file's
+    extension): Pillow's other plugins include formats such as EPS, whose
+    loader runs Ghostscript on the file. The EXIF orientation is applied, as
+    browsers and photo viewers do. Of a multi-picture JPEG (MPO, from some
+    cameras) the primary image is used; other images with several frames are
+    animations, and left out.
+    """
+    try:
+        with Image.open(fileobj, formats=_PIL_FORMATS) as image:
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1 and image.format != "MPO":
+                raise BadImage(
+                    f"animated image ({frames} frames); save the frame to use as a still image"
+                )
+            image.load()
+            return _pil_to_rgb(ImageOps.exif_transpose(image))
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as err:
+        raise BadImage(f"too large: {err}") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image: the content is not JPEG, PNG, GIF, BMP or WebP") from None
+    except Exception as err:  # noqa: BLE001 - Pillow raises many kinds on bad data
+        message = str(err) or type(err).__name__
+        kind = "truncated" if "truncated" in message.lower() else "corrupt"
+        raise BadImage(f"{kind}: {message}") from None
+
+
+def read_image(path):
+    """Reads and fully decodes `path` to an RGB array; raises _BadImage."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise BadImage("empty file (0 bytes)")
+        with open(path, "rb") as f:
+            return _decode(f)
+    except PermissionError:
+        raise BadImage("unreadable: permission denied") from None
+    except OSError as err:
+        raise BadImage(f"unreadable: {err.strerror or err}") from None
+
+
+def resize_image(rgb, size):
+    if rgb.shape[:2] == tuple(size):
+        return rgb
+    resized = Image.fromarray(rgb).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(resized)
+
+
+def load_image(path, *, image_size=None):
+    """Reads an image file the way `image_dataset_from_folder` does.
+
+    The same decoder, RGB conversion (`to_rgb`: alpha composited onto white)
+    and resizing as in training, so a client of an exported model gets the
+    pixels the model was trained on.
+
+    Args:
+        path: path of a JPEG, PNG, GIF (one frame), BMP or WebP file.
+        image_size: ``(height, width)`` or an integer for a square; `None`
+            keeps the size.
+
+    Returns:
+        A uint8 array ``(height, width, 3)``.
+
+    Raises:
+        ValueError: the file cannot be used (the message says why).
+
+    Example:
+
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "logo.png")
+    >>> Image.new("LA", (40, 20), (0, 0)).save(path)  # transparent black
+    >>> image = load_image(path, image_size=16)
+    >>> image.shape, int(image.min())
+    ((16, 16, 3), 255)
+    """
+    size = None if image_size is None else check_image_size(image_size)
+    try:
+        rgb = read_image(os.fspath(path))
+    except BadImage as err:
+        raise ValueError(
+            f"Cannot use {os.fspath(path)!r}: {err}. Received: path={path!r}"
+        ) from None
+    return rgb if size is None else resize_image(rgb, size)
+
+
+def check_image_size(image_size):
+    size = image_size
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
+        raise ValueError(
+            "`image_size` must be a positive integer or a pair (height, width) of "
+            f"them, e.g. (224, 224). Received: image_size={image_size!r}"
+        )
+    return tuple(size)
+
+
+def tf_to_rgb(images):
+    """`to_rgb` in TensorFlow, for uint8 or float images with 1, 3 or 4 channels."""
+    channels = images.shape[-1]
+    if channels == 3:
+        return images
+    if channels == 1:
+        return tf.repeat(images, 3, axis=-1)
+    if images.dtype == tf.uint8:
+        rgb = tf.cast(images[..., :3], tf.int32)
+        alpha = tf.cast(images[..., 3:], tf.int32)
+        out = (rgb * alpha + ALPHA_BACKGROUND * (255 - alpha) + 127) // 255
+        return tf.cast(out, tf.uint8)
+    images = tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0)
+    alpha = images[..., 3:] / 255.0
+    return images[..., :3] * alpha + ALPHA_BACKGROUND * (1.0 - alpha)
+
+
+def tf_resize(images, size):
+    """Bilinear, antialiased resize; uint8 in, uint8 out (rounded)."""
+    if size is None:
+        return images
+    resized = tf.image.resize(images, size, method="bilinear", antialias=True)
+    if images.dtype == tf.uint8:
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    return resized

@@ -1,0 +1,64 @@
+"""Atomic publishing of export directories, readable by other users."""
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+
+from tftransfer.errors import VersionExistsError
+
+
+def existing_versions(export_base):
+    """The integer version directories under `export_base`, sorted."""
+    if not os.path.isdir(export_base):
+        return []
+    return sorted(
+        int(name) for name in os.listdir(export_base)
+        if re.fullmatch(r"\d+", name) and os.path.isdir(os.path.join(export_base, name))
+    )
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_logs():
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        tf_logger.setLevel(level)
+
+
+def _readable_like_a_new_directory(path):
+    """`mkdtemp` makes the staging directory 0700; the published one gets the
+    mode a plain `mkdir` would (0777 less the umask), so that a TF Serving
+    running as another user can read it."""
+    os.chmod(path, 0o777 & ~_umask())
+
+
+def _umask():
+    try:  # Linux: read it, without setting it (os.umask sets it, for all threads)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def publish(staging, target, overwrite):
+    _readable_like_a_new_directory(staging)
+    if not os.path.exists(target):
+        os.rename(staging, target)
+        return
+    if not overwrite:  # appeared while we were writing
+        raise VersionExistsError(f"Version directory {target!r} appeared during the export.")
+    old = tempfile.mkdtemp(prefix=".tmp-replaced-", dir=os.path.dirname(target))
+    os.rename(target, os.path.join(old, "model"))
+    os.rename(staging, target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,22 @@
+"""Training: freezing, the two-phase recipe, its callbacks, checkpoints and options.
+"""
+
+from tftransfer.training.determinism import enable_determinism
+from tftransfer.training.freezing import freeze_backbone
+from tftransfer.training.freezing import freeze_batchnorm
+from tftransfer.training.freezing import unfreeze_top_blocks
+from tftransfer.training.recipe import fine_tune
+from tftransfer.training.recipe import fit_head
+from tftransfer.training.recipe import fit_two_phase
+from tftransfer.training.schedules import warmup_cosine_schedule
+
+__all__ = [
+    "enable_determinism",
+    "fine_tune",
+    "fit_head",
+    "fit_two_phase",
+    "freeze_backbone",
+    "freeze_batchnorm",
+    "unfreeze_top_blocks",
+    "warmup_cosine_schedule",
+]

@@ -1,0 +1,311 @@
+"""The two-phase recipe: `fit_head`, `fine_tune` and `fit_two_phase`.
+
+Each builds its phases (`tftransfer.training.phases`) and hands them to the
+one runner (`tftransfer.training.runner.run_phases`): the functions differ in
+which phases they run and in their defaults, nothing else.
+"""
+
+import keras
+
+from tftransfer.training.options import DEFAULT_LEARNING_RATE
+from tftransfer.training.options import FINE_TUNE_LR_FACTOR
+from tftransfer.training.options import training_options
+from tftransfer.training.phases import FineTunePhase
+from tftransfer.training.phases import HeadPhase
+from tftransfer.training.runner import run_phases
+from tftransfer.training.schedules import DEFAULT_WARMUP
+
+
+def fit_head(
+    model,
+    x,
+    validation_data=None,
+    *,
+    y=None,
+    epochs=5,
+    learning_rate=DEFAULT_LEARNING_RATE,
+    optimizer=None,
+    loss="auto",
+    metrics="auto",
+    early_stopping=True,
+    checkpoint_dir=None,
+    log_dir=None,
+    cache="auto",
+    cache_dir=None,
+    cache_memory_limit=None,
+    **fit_kwargs,
+):
+    """Phase 1: trains only the head, with the backbone frozen.
+
+    The backbone runs once over the data, not once per epoch, when its
+    features can be cached (``cache="auto"``): the head then trains on them,
+    and being the same layer objects, it is the model's head afterwards.
+
+    Args:
+        model: a classifier from `build_classifier`.
+        x: training data: a `tf.data.Dataset` of ``(images, labels)``, or an
+            array of images with `y`.
+        validation_data: as for `keras.Model.fit`.
+        y: labels, when `x` is an array.
+        epochs: epochs of head training.
+        learning_rate: Adam's learning rate (ignored with `optimizer`).
+        optimizer: a Keras optimizer instead of Adam.
+        loss, metrics: passed to `model.compile` (`"auto"` by default).
+        early_stopping: ``True`` (default): stop when the validation loss
+            (the training loss without validation data) has not improved for
+            3 epochs, and end with the best epoch's weights; an integer sets
+            that patience; ``False`` trains every epoch. An `EarlyStopping`
+            in `callbacks` replaces this one.
+        checkpoint_dir: makes the run resumable: its state is saved there
+            after every epoch, and the same call, run again after an
+            interruption (even ``kill -9``), continues from the last
+            completed epoch. See `fit_two_phase`.
+        log_dir: write TensorBoard logs (loss, metrics, learning rate) here.
+        cache: train on cached backbone features when the backbone part
+            below the trained layers is frozen and the data is deterministic:
+            ``"auto"`` (default: when possible, in memory up to
+            `cache_memory_limit`, then on disk; otherwise uncached, logging
+            why), ``True`` or ``"memory"``, ``"disk"``, or ``False``/``None``
+            (never). See `tftransfer.feature_cache` for what is cached and when.
+        cache_dir: directory for the temporary disk cache (deleted
+            afterwards). Default: the system's temporary directory.
+        cache_memory_limit: bytes of cached features kept in memory before
+            the rest goes to disk. Default: a quarter of the available memory.
+        **fit_kwargs: any other `keras.Model.fit` argument (`callbacks`,
+            `verbose`, `batch_size`, ...). ``class_weight="balanced"``
+            weighs each class by ``n / (num_classes * count)`` of the
+            training labels.
+
+    Returns:
+        The `keras.callbacks.History`, with a ``"phase"`` entry of 1s.
+
+    Raises:
+        NonFiniteLossError: when the loss becomes NaN or infinite; the
+            message suggests a lower learning rate.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = build_classifier("mobilenet_v3_small", num_classes=2,
+    ...                          input_shape=(32, 32, 3), weights=None)
+    >>> images = np.random.uniform(0, 255, (8, 32, 32, 3))
+    >>> history = fit_head(model, images, y=np.arange(8) % 2, epochs=1,
+    ...                    verbose=0)
+    >>> history.history["phase"]
+    [1]
+    """
+    options = training_options("fit_head", loss=loss, metrics=metrics,
+                               early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
+                               log_dir=log_dir, cache=cache, cache_dir=cache_dir,
+                               cache_memory_limit=cache_memory_limit, fit_kwargs=fit_kwargs)
+    phase = HeadPhase(epochs=epochs, learning_rate=learning_rate, optimizer=optimizer,
+                      learning_rate_argument="learning_rate")
+    return run_phases(model, x, validation_data, y=y, phases=[phase], options=options)
+
+
+def fine_tune(
+    model,
+    x,
+    validation_data=None,
+    *,
+    y=None,
+    epochs=5,
+    unfreeze_blocks=2,
+    from_layer=None,
+    learning_rate=None,
+    warmup=DEFAULT_WARMUP,
+    block_learning_rate_decay=None,
+    optimizer=None,
+    loss="auto",
+    metrics="auto",
+    early_stopping=True,
+    checkpoint_dir=None,
+    log_dir=None,
+    cache="auto",
+    cache_dir=None,
+    cache_memory_limit=None,
+    **fit_kwargs,
+):
+    """Phase 2: unfreezes the top blocks and trains them with the head.
+
+    With ``cache="auto"``, the frozen part of the backbone below the first
+    unfrozen block runs once over the data, and only the blocks above it
+    train, on its cached activations (when no skip connection crosses that
+    boundary and the data is deterministic).
+
+    The optimizer is Adam with a linear warmup from 0 over the first
+    `warmup` fraction of the steps, then cosine decay to 0 (a constant rate
+    when the number of steps is unknown). BatchNormalization layers stay
+    frozen and in inference mode.
+
+    Args:
+        model: a classifier from `build_classifier`, usually after
+            `fit_head`.
+        x, validation_data, y: as for `fit_head`.
+        epochs: epochs of fine-tuning.
+        unfreeze_blocks: how many backbone blocks to unfreeze, from the top,
+            or ``"all"``. See `tftransfer.get_blocks`.
+        from_layer: instead of `unfreeze_blocks`: unfreeze from this backbone
+            layer up.
+        learning_rate: peak learning rate. Default: a tenth of the model's
+            current learning rate (the head phase's), or 1e-4 if the model
+            has no optimizer yet.
+        warmup: fraction of the steps spent warming up.
+        block_learning_rate_decay: discriminative learning rates: the top
+            unfrozen block (and the head) learn at `learning_rate`, the block
+            below at ``learning_rate * decay``, the next at ``decay**2``
+            times it, and so on (e.g. 0.5). Default: one rate for all.
+            Not with `from_layer` or `optimizer`.
+        optimizer, loss, metrics, early_stopping, checkpoint_dir, log_dir,
+        cache, cache_dir, cache_memory_limit, **fit_kwargs: as for
+            `fit_head`.
+
+    Returns:
+        The `keras.callbacks.History`, with a ``"phase"`` entry of 2s.
+    """
+    options = training_options("fine_tune", loss=loss, metrics=metrics,
+                               early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
+                               log_dir=log_dir, cache=cache, cache_dir=cache_dir,
+                               cache_memory_limit=cache_memory_limit, fit_kwargs=fit_kwargs)
+    if learning_rate is None:
+        current = current_learning_rate(model)
+        learning_rate = FINE_TUNE_LR_FACTOR * (current or DEFAULT_LEARNING_RATE)
+    phase = FineTunePhase(epochs=epochs, learning_rate=learning_rate,
+                          unfreeze_blocks=unfreeze_blocks,
+                          from_layer=from_layer, warmup=warmup,
+                          block_learning_rate_decay=block_learning_rate_decay,
+                          optimizer=optimizer, learning_rate_argument="learning_rate")
+    return run_phases(model, x, validation_data, y=y, phases=[phase], options=options)
+
+
+def fit_two_phase(
+    model,
+    x,
+    validation_data=None,
+    *,
+    y=None,
+    head_epochs=5,
+    fine_tune_epochs=5,
+    unfreeze_blocks=2,
+    from_layer=None,
+    learning_rate=DEFAULT_LEARNING_RATE,
+    fine_tune_learning_rate=None,
+    warmup=DEFAULT_WARMUP,
+    block_learning_rate_decay=None,
+    optimizer=None,
+    loss="auto",
+    metrics="auto",
+    early_stopping=True,
+    checkpoint_dir=None,
+    log_dir=None,
+    cache="auto",
+    cache_dir=None,
+    cache_memory_limit=None,
+    **fit_kwargs,
+):
+    """The transfer-learning recipe in one call: `fit_head`, then `fine_tune`.
+
+    With ``cache="auto"`` (see `fit_head`), one pass of the backbone over the
+    data gives both phase 1's features and phase 2's activations below the
+    unfrozen blocks; the epochs of both phases then train on those.
+
+    **Resuming.** With `checkpoint_dir`, each phase saves its state after
+    every epoch (weights, optimizer, random-seed states, early stopping's
+    state, the logs so far) in its own sub-directory, writing atomically,
+    and records the phase's result when it ends. Run the same code again
+    after an interruption and the call restores a finished phase 1 (its
+    weights and its best epoch) and continues the phase it was in from its
+    last completed epoch, with the learning-rate schedule where it was. The
+    final model is the one an uninterrupted run gives when the model is built
+    the same way (same seed) and each epoch's data does not depend on how
+    many epochs ran before: arrays (reshuffled by a seed kept in the
+    directory), and datasets trained on cached features; a `tf.data`
+    pipeline that trains uncached resumes at the right epoch but reshuffles
+    from its start. A directory holding a run with other settings is
+    refused. ``best.weights.h5`` in ``phase1/`` and ``phase2/`` keeps each
+    phase's best epoch (``model.load_weights`` reads it).
+
+    Args:
+        model: a classifier from `build_classifier`.
+        x: training data: a `tf.data.Dataset` of ``(images, labels)``, or an
+            array of images with `y`.
+        validation_data: as for `keras.Model.fit`.
+        y: labels, when `x` is an array.
+        head_epochs: epochs of phase 1 (0 skips it).
+        fine_tune_epochs: epochs of phase 2 (0 skips it).
+        unfreeze_blocks: backbone blocks unfrozen in phase 2, from the top,
+            or ``"all"``.
+        from_layer: instead of `unfreeze_blocks`, unfreeze from this layer.
+        learning_rate: phase 1's learning rate.
+        fine_tune_learning_rate: phase 2's peak learning rate. Default: a
+            tenth of `learning_rate`.
+        warmup: fraction of phase 2's steps spent warming up.
+        block_learning_rate_decay: discriminative learning rates in phase
+            2 (see `fine_tune`), e.g. 0.5.
+        optimizer: the optimizer both phases use instead of Adam: a Keras
+            optimizer (e.g. ``keras.optimizers.AdamW(weight_decay=1e-4)``) or
+            the name of one. Its class and settings are copied for each
+            phase, with that phase's learning rate (phase 2: the warmup and
+            cosine schedule; with `block_learning_rate_decay`, one copy per
+            block), so the two phases never share optimizer state.
+        loss, metrics: passed to `model.compile` in both phases.
+        early_stopping: as for `fit_head`, in each phase: phase 1 may end
+            early and phase 2 then starts from phase 1's best epoch.
+        checkpoint_dir: makes the run resumable (see above).
+        log_dir: TensorBoard logs of both phases, epochs numbered on.
+        cache, cache_dir, cache_memory_limit: as for `fit_head`, for both
+            phases.
+        **fit_kwargs: any other `keras.Model.fit` argument (`callbacks`,
+            `verbose`, `batch_size`, ...), used in both phases;
+            ``class_weight="balanced"`` as in `fit_head`.
+
+    Returns:
+        One `keras.callbacks.History` over both phases: epochs are numbered
+        on from phase 1 into phase 2, and ``history.history["phase"]`` says
+        which phase each epoch belongs to.
+
+    Raises:
+        NonFiniteLossError: when the loss becomes NaN or infinite.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = build_classifier("efficientnet_b0", num_classes=2,
+    ...                          input_shape=(32, 32, 3), weights=None)
+    >>> images = np.random.uniform(0, 255, (8, 32, 32, 3))
+    >>> history = fit_two_phase(model, images, y=np.arange(8) % 2,
+    ...                         head_epochs=1, fine_tune_epochs=1,
+    ...                         unfreeze_blocks=1, verbose=0)
+    >>> history.history["phase"], history.epoch
+    ([1, 2], [0, 1])
+    """
+    options = training_options("fit_two_phase", loss=loss, metrics=metrics,
+                               early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
+                               log_dir=log_dir, cache=cache, cache_dir=cache_dir,
+                               cache_memory_limit=cache_memory_limit, fit_kwargs=fit_kwargs)
+    if fine_tune_learning_rate is None and isinstance(learning_rate, (int, float)):
+        fine_tune_learning_rate = FINE_TUNE_LR_FACTOR * learning_rate
+    template = optimizer is not None
+    phases = [
+        HeadPhase(epochs=head_epochs, learning_rate=learning_rate, optimizer=optimizer,
+                  copy_optimizer_settings=template, learning_rate_argument="learning_rate"),
+        FineTunePhase(epochs=fine_tune_epochs, learning_rate=fine_tune_learning_rate,
+                      unfreeze_blocks=unfreeze_blocks, from_layer=from_layer, warmup=warmup,
+                      block_learning_rate_decay=block_learning_rate_decay, optimizer=optimizer,
+                      copy_optimizer_settings=template,
+                      learning_rate_argument="fine_tune_learning_rate"),
+    ]
+    return run_phases(model, x, validation_data, y=y, phases=phases, options=options,
+                      epoch_names=["head_epochs", "fine_tune_epochs"])
+
+
+def current_learning_rate(model):
+    """The learning rate the model's optimizer uses now (for a discriminative
+    optimizer, the head's), or None before it is compiled."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return None
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    if isinstance(optimizer, keras.optimizers.MultiOptimizer):
+        optimizer = optimizer.optimizers[-1]  # the default group: factor 1, the head
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
