@@ -274,7 +274,7 @@ def export_throughput(model, images, batch_size, repeats):
     `model.predict`, best of `repeats` runs each, after a warm-up."""
     with tempfile.TemporaryDirectory() as base:
         path = tft.export_saved_model(model, os.path.join(base, "model"))
-        serving = tf.saved_model.load(path).signatures["serving_default"]
+        serving = tf.saved_model.load(path).signatures["serving_pixels"]  # raw pixels
         batches = [tf.constant(images[i:i + batch_size]) for i in range(0, len(images),
                                                                          batch_size)]
 

@@ -31,7 +31,10 @@ and, where the kind differs from an image model on a Keras backbone:
   ``tf.saved_model.load`` (``("tensorflow_text",)`` for text models);
 - ``has_batchnorm``: whether the backbone has BatchNormalization moving
   statistics, which the freeze check then requires to be among the weights
-  it compares.
+  it compares;
+- ``array_signature``: the export's signature that takes the examples as
+  arrays (``serving_pixels`` for images, whose ``serving_default`` takes
+  encoded files; ``serving_default`` for text).
 """
 
 import copy
@@ -62,7 +65,7 @@ for module in json.loads(sys.argv[3]):  # e.g. tensorflow_text: the tokenizer's 
 import tensorflow as tf
 with open(sys.argv[2]) as f:
     request = json.load(f)
-serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+serve = tf.saved_model.load(sys.argv[1]).signatures[request["signature"]]
 out = serve(**{request["name"]: tf.constant(request["values"], dtype=request["dtype"])})
 print(json.dumps({
     "inputs": sorted(serve.structured_input_signature[1]),
@@ -127,6 +130,7 @@ class ModelKindTests:
     safe_mode = True
     serving_imports = ()
     has_batchnorm = True
+    array_signature = "serving_pixels"
     batch_size = 4
 
     def examples(self):
@@ -184,6 +188,7 @@ class ModelKindTests:
         input_name = model.serving_spec().input_name
         request = tmp_path / "request.json"
         request.write_text(json.dumps({
+            "signature": self.array_signature,
             "name": input_name,
             "dtype": "string" if input_name == "text" else "float32",
             "values": as_list(x),

@@ -119,10 +119,16 @@ def test_input_below_minimum_size():
         tft.load_backbone("inception_v3", input_shape=(64, 64, 3), weights=None)
 
 
-@pytest.mark.parametrize("shape", [(32, 32), (32, 32, 3, 1), (32, "32", 3), (100,)])
+@pytest.mark.parametrize("shape", [(32, 32, 3, 1), (32, "32", 3), (100,), "32"])
 def test_non_image_input_shape(shape):
-    with pytest.raises(ValueError, match=r"`input_shape` must be an image shape.*Received: input_shape="):
+    with pytest.raises(ValueError, match=r"`input_shape` must be an image size.*Received: input_shape="):
         tft.load_backbone("resnet50", input_shape=shape, weights=None)
+
+
+@pytest.mark.parametrize("shape", [40, (40, 40), (40, 40, 3)])
+def test_input_shape_takes_an_int_or_a_pair(shape):
+    backbone = tft.load_backbone("mobilenet_v3_small", input_shape=shape, weights=None)
+    assert backbone.spec.input_shape == (40, 40, 3)
 
 
 def test_grayscale_input_shape_says_convert_to_rgb():

@@ -17,7 +17,7 @@ import json, sys
 import numpy as np
 import tensorflow as tf
 loaded = tf.saved_model.load(sys.argv[1])
-signature = loaded.signatures["serving_default"]
+signature = loaded.signatures["serving_pixels"]  # raw pixels (serving_default: encoded images)
 out = signature(images=tf.constant(np.load(sys.argv[2])))
 print(json.dumps({
     "inputs": sorted(signature.structured_input_signature[1]),
@@ -67,7 +67,9 @@ def test_versions_count_up_and_labels_and_metadata_are_written(trained, tmp_path
     assert metadata["backbone"]["input_shape"] == [32, 32, 3]
     assert [phase["phase"] for phase in metadata["training"]] == [1, 2]
     assert metadata["user"] == {"run": "a"}
-    assert metadata["signature"]["inputs"]["images"]["shape"] == [None, 32, 32, 3]
+    signatures = metadata["signatures"]
+    assert signatures["serving_default"]["inputs"]["images"]["dtype"] == "string"
+    assert signatures["serving_pixels"]["inputs"]["images"]["shape"] == [None, 32, 32, 3]
 
 
 def test_explicit_version_and_refusing_to_overwrite(trained, tmp_path):
@@ -102,13 +104,13 @@ def test_export_is_checked_against_the_model(trained, tmp_path, monkeypatch):
     """A SavedModel that does not reproduce the model is never published."""
     original = serving.serving_function
 
-    def off_by_one(model, spec):
-        serve = original(model, spec)
+    def off_by_one(*args):
+        serve = original(*args)
         return lambda images: serve(images + 50.0)
 
     monkeypatch.setattr(serving, "serving_function", off_by_one)
     with pytest.raises(RuntimeError, match="does not reproduce the model's probabilities"):
-        tft.export_saved_model(trained, tmp_path / "serving")
+        tft.export_saved_model(trained, tmp_path / "serving", inputs="pixels")
     assert os.listdir(tmp_path / "serving") == []
 
 

@@ -326,7 +326,7 @@ def test_export_of_a_hub_classifier_runs_without_tftransfer(hub_classifier, tmp_
     script = (
         "import json, sys\n"
         "import numpy as np, tensorflow as tf\n"
-        "serve = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
+        "serve = tf.saved_model.load(sys.argv[1]).signatures['serving_pixels']\n"
         "out = serve(images=tf.constant(np.load(sys.argv[2])))\n"
         "print(json.dumps(out['probabilities'].numpy().tolist()))\n"
     )

@@ -98,6 +98,7 @@ class TestTextClassifier(ModelKindTests):
     """A `TextClassifier` on a keras-hub preset (a tiny random BERT)."""
 
     serving_imports = ("tensorflow_text",)  # the tokenizer's ops
+    array_signature = "serving_default"  # strings
     has_batchnorm = False
 
     def examples(self):

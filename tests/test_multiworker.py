@@ -199,7 +199,7 @@ def test_two_workers_train_alike_and_only_the_chief_exports(tmp_path, cache):
 
     # The published version serves the trained model.
     loaded = tf.saved_model.load(str(export_base / "1"))
-    served = loaded.signatures["serving_default"](images=tf.constant(images(4)))
+    served = loaded.signatures["serving_pixels"](images=tf.constant(images(4)))
     probabilities = served["probabilities"].numpy()
     assert probabilities.shape == (4, len(CLASS_NAMES))
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)

@@ -27,7 +27,7 @@ MAX_LINES = 450
 # different packages are independent of each other.
 LAYERS = [
     ["tftransfer.cli"],
-    ["tftransfer.demos"],
+    ["tftransfer.demos", "tftransfer.commands"],
     ["tftransfer.export", "tftransfer.evaluation"],
     ["tftransfer.training"],
     ["tftransfer.feature_cache"],
@@ -49,7 +49,8 @@ LAZY_IMPORTS = {
 
 # The command line imports a command's module (and TensorFlow with it) when
 # the command runs, so that `tftransfer --help` answers at once.
-LAZY_COMMANDS = {"tftransfer.cli": ("tftransfer.demos.", "tftransfer.backbones.")}
+LAZY_COMMANDS = {"tftransfer.cli": ("tftransfer.demos.", "tftransfer.commands.",
+                                    "tftransfer.backbones.", "tensorflow")}
 
 PRIVATE_MODULES = ("keras.src", "tensorflow.python", "tensorflow.core")
 COMPAT = "tftransfer._compat"

@@ -1,11 +1,17 @@
-"""Command line: tftransfer demo, tftransfer backbones.
+"""Command line: tftransfer train, evaluate, predict, export, demo, backbones.
 
-A thin layer over the library: every default comes from the library. The
-commands' modules (and with them TensorFlow) are imported when a command runs,
-so ``tftransfer --help`` and ``--version`` answer at once.
+A thin layer over the library: an option left out keeps the library's
+default (defined once, in the library). The commands' modules (and with them
+TensorFlow) are imported when a command runs, so ``tftransfer --help`` and
+``--version`` answer at once; TensorFlow's start-up lines from its C++ runtime
+are hidden (``--verbose`` shows them).
+
+Exit codes: 0 done; 1 an error, said in one line (``tftransfer: error: ...``);
+2 a usage error (argparse's message).
 """
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import importlib.metadata
@@ -19,9 +25,31 @@ from tftransfer.demos.config import TextDemoConfig
 from tftransfer.version import __version__
 
 
-def _command(module, name):
+def _command(module, name, verbose=False):
     """`name` of the command module `module`, imported now (TensorFlow with it)."""
-    return getattr(importlib.import_module(module), name)
+    if verbose:
+        return getattr(importlib.import_module(module), name)
+    with _quiet_native_logs():
+        command = getattr(importlib.import_module(module), name)
+        importlib.import_module("tensorflow").config.list_physical_devices()  # probes devices
+    return command
+
+
+@contextlib.contextmanager
+def _quiet_native_logs():
+    """TensorFlow's C++ runtime writes its start-up lines (oneDNN, CUDA probing)
+    straight to the process's stderr, past Python and TF_CPP_MIN_LOG_LEVEL:
+    stderr (file descriptor 2) points to /dev/null while TensorFlow loads."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def _progress(args):
@@ -54,7 +82,7 @@ def _demo(args):
         overrides.update(source_epochs=3, head_epochs=2, fine_tune_epochs=2)
     config = dataclasses.replace(DemoConfig(), **overrides)
     report, tty = _progress(args)
-    run_demo = _command("tftransfer.demos.digits", "run_demo")
+    run_demo = _command("tftransfer.demos.digits", "run_demo", args.verbose)
     result = run_demo(args.out, config=config, report=report, verbose=0)
     gap = 100 * result["improvement_over_scratch"]
     served = result["served_sample"]
@@ -91,7 +119,7 @@ def _text_demo(args):
     config = dataclasses.replace(TextDemoConfig(), **overrides)
     report, tty = _progress(args)
     try:
-        run_text_demo = _command("tftransfer.demos.text", "run_text_demo")
+        run_text_demo = _command("tftransfer.demos.text", "run_text_demo", args.verbose)
         result = run_text_demo(args.out, config=config, report=report, verbose=0)
     except MiniLMUnavailableError as err:
         print(f"tftransfer demo --task text: {err}", file=sys.stderr)
@@ -118,19 +146,91 @@ def _text_demo(args):
 
 def _backbones(args):
     architectures = _command("tftransfer.backbones.applications", "ARCHITECTURES")
+
     for name, arch in sorted(architectures.items()):
         print(f"{name:22s} keras.applications.{arch.factory:18s} default {arch.default_size}px, "
               f"min {arch.min_size}px, preprocessing {arch.preprocessing}")
     return 0
 
 
+def _run(module, name):
+    """A command that runs `name` of `module` (imported when it runs)."""
+    def run(args):
+        return _command(module, name, getattr(args, "verbose", False))(args)
+    return run
+
+
+def _train_parser(sub):
+    train = sub.add_parser(
+        "train", help="train a classifier on a folder of images (one sub-folder per class) "
+                      "and write the .keras model, a TF Serving export and a report",
+        description="Options left out keep the defaults of tftransfer.image_dataset_from_"
+                    "folder, build_classifier and fit_two_phase.")
+    train.add_argument("data_dir", help="a folder with one sub-folder of images per class")
+    train.add_argument("--backbone", required=True,
+                       help="a backbone name (tftransfer backbones), a TF-Hub handle or "
+                            "SavedModel directory, or a .keras file")
+    train.add_argument("--out", required=True, help="output directory")
+    train.add_argument("--image-size", type=int, default=None,
+                       help="images are resized to this square (default: the backbone's "
+                            "default size, or a model file's input size)")
+    train.add_argument("--weights", default="imagenet",
+                       help="'imagenet', 'none', or a weights file (default: %(default)s)")
+    for flag, kind, what in (
+            ("--batch-size", int, "examples per batch"),
+            ("--validation-split", float, "share of each class held out for validation"),
+            ("--test-split", float, "share of each class held out for the final report"),
+            ("--seed", int, "seeds the splits, the shuffling and the augmentation"),
+            ("--augmentation", str, "an augmentation preset ('default', 'light')"),
+            ("--head-epochs", int, "epochs of phase 1 (the head)"),
+            ("--fine-tune-epochs", int, "epochs of phase 2 (the top blocks)"),
+            ("--learning-rate", float, "phase 1's learning rate"),
+            ("--fine-tune-learning-rate", float, "phase 2's peak learning rate"),
+            ("--unfreeze-blocks", int, "backbone blocks unfrozen in phase 2, from the top"),
+            ("--dropout", float, "the head's dropout rate")):
+        train.add_argument(flag, type=kind, default=None, help=f"{what} (default: the library's)")
+    train.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up lines")
+    train.set_defaults(func=_run("tftransfer.commands.train", "run"))
+
+
+def _model_parsers(sub):
+    evaluate = sub.add_parser("evaluate", help="the per-class report of a .keras model on a "
+                                               "folder of images")
+    evaluate.add_argument("model", help="the .keras file `tftransfer train` wrote")
+    evaluate.add_argument("data_dir", help="a folder with the model's class sub-folders")
+    evaluate.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    predict = sub.add_parser("predict", help="the classes of image files (or folders)")
+    predict.add_argument("model", help="the .keras file `tftransfer train` wrote")
+    predict.add_argument("files", nargs="+", help="image files or folders")
+    predict.add_argument("--top-k", type=int, default=1, help="classes per image "
+                         "(default: %(default)s)")
+    predict.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    export = sub.add_parser("export", help="export a .keras model for TF Serving")
+    export.add_argument("model", help="the .keras file `tftransfer train` wrote")
+    export.add_argument("--out", required=True, help="the export's base directory "
+                        "(TF Serving's --model_base_path); a new version goes inside")
+    export.add_argument("--format", choices=("saved_model",), default="saved_model",
+                        help="(default: %(default)s)")
+    export.add_argument("--inputs", choices=("bytes", "pixels"), default=None,
+                        help="what serving_default takes (default: encoded images)")
+    export.add_argument("--top-k", type=int, default=1, help="also return the top k classes "
+                        "(default: %(default)s)")
+    for command, name in ((evaluate, "evaluate"), (predict, "predict"), (export, "export")):
+        command.add_argument("--verbose", action="store_true",
+                             help="show TensorFlow's start-up lines")
+        command.set_defaults(func=_run("tftransfer.commands.model_file", name))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="tftransfer",
-        description="Transfer learning for Keras 3 on TensorFlow: the demo, and the "
-                    "backbones tftransfer knows by name.")
+        description="Transfer learning for Keras 3 on TensorFlow: train on a folder of images, "
+                    "evaluate, predict, export for TF Serving; the demo; the backbones by name.",
+        epilog="Exit codes: 0 done, 1 error (one line), 2 usage.")
     parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _model_parsers(sub)
     demo = sub.add_parser(
         "demo",
         help="transfer a digits backbone to new classes, compare with training from "
@@ -155,7 +255,13 @@ def main(argv=None):
     listing.set_defaults(func=_backbones)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, OSError, ImportError) as err:
+        # The library's errors name the argument, the value and the fix: one line here.
+        message = " ".join(str(err).split())
+        print(f"tftransfer: error: {message}", file=sys.stderr)
+        return 1
 
 
 def _version_line():

@@ -22,17 +22,38 @@ DEFAULT_BLOCK_PATTERN = r"^(block_?\d+|stage_?\d+)"
 ``block1_conv``, ``block_2_bn``, ``stage3_relu``, ... group into blocks."""
 
 
+def image_shape(value, *, name="input_shape"):
+    """An image shape from an int (a square), ``(height, width)`` or
+    ``(height, width, channels)``; channels default to 3 (RGB).
+
+    Example:
+
+    >>> image_shape(64), image_shape((48, 64)), image_shape((32, 32, 1))
+    ((64, 64, 3), (48, 64, 3), (32, 32, 1))
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        shape = tuple(value)
+    except TypeError:
+        shape = ()
+    if len(shape) == 2:
+        shape = (*shape, 3)
+    if len(shape) != 3 or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise ValueError(
+            f"`{name}` must be an image size: an int (a square, e.g. 224), (height, width) or "
+            f"(height, width, channels) of positive integers. Received: {name}={value!r}"
+        )
+    return shape
+
+
 def check_rgb_shape(input_shape, default, what):
-    """Validates an RGB image shape; returns it as a tuple (or `default`)."""
+    """Validates an RGB image shape (see `image_shape`); returns it as a
+    tuple (or `default`)."""
     if input_shape is None:
         return tuple(default)
-    shape = tuple(input_shape)
-    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise ValueError(
-            "`input_shape` must be an image shape (height, width, channels) of "
-            f"three positive integers, e.g. {tuple(default)}. "
-            f"Received: input_shape={input_shape!r}"
-        )
+    shape = image_shape(input_shape)
     if shape[2] != 3:
         raise ValueError(
             f"{what} takes RGB images (3 channels). Convert grayscale or "

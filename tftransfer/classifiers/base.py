@@ -17,6 +17,8 @@ from tftransfer.backbones.spec import BackboneSpec
 from tftransfer.backbones.spec import backbone_spec
 from tftransfer.classifiers.head import ClassificationHead
 from tftransfer.classifiers.head import resolve_class_names
+from tftransfer.classifiers.predictions import check_top_k
+from tftransfer.classifiers.predictions import predictions
 from tftransfer.layers import InferenceModeCall
 
 
@@ -189,11 +191,48 @@ class Classifier(keras.Model):
         outputs = self.predict(x, **kwargs)
         return keras.ops.convert_to_numpy(self.probabilities(outputs))
 
+    def classify(self, inputs, *, top_k=1, batch_size=32):
+        """Classifies inputs and names their classes.
+
+        An image classifier takes file paths, folders (every image inside,
+        sorted), encoded image bytes, PIL images and arrays (one image or a
+        batch), decoded and resized as the loaders do; a text classifier
+        takes strings.
+
+        Example:
+
+        >>> model = build_classifier("mobilenet_v3_small", class_names=["cat", "dog"],
+        ...                          input_shape=(32, 32, 3), weights=None)
+        >>> result = model.classify(np.zeros((32, 32, 3), "uint8"), top_k=2)
+        >>> result.class_names[0] in ("cat", "dog"), len(result[0].top_k)
+        (True, 2)
+
+        Args:
+            inputs: one input or a list of them (see above).
+            top_k: how many of the best classes each `Prediction` lists.
+            batch_size: for `predict`.
+
+        Returns:
+            `Predictions`: a list with one `Prediction` (source, class name,
+            probability, top_k) per input, printable one line each.
+        """
+        check_top_k(top_k, self.num_classes)
+        sources, batch = self.classify_inputs(inputs)
+        probabilities = self.predict_proba(batch, batch_size=batch_size, verbose=0)
+        return predictions(self.class_names, sources, probabilities, top_k)
+
+    def classify_inputs(self, inputs):
+        """``(sources, batch)``: what `classify` feeds to `predict`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `classify_inputs()`.")
+
     def probabilities(self, outputs):
         """Maps the model's outputs (logits or probabilities) to probabilities."""
         return self.head.probabilities(outputs)
 
-    def serving_spec(self):
-        """The `ServingSpec` `tftransfer.export_saved_model` builds the
-        ``serving_default`` signature from."""
+    serving_inputs = ()
+    """The kinds of input `serving_spec` takes, the default first."""
+
+    def serving_spec(self, inputs=None):
+        """The `ServingSpec` `tftransfer.export_saved_model` builds a
+        signature from, for one of `serving_inputs`."""
         raise NotImplementedError(f"{type(self).__name__} must implement `serving_spec()`.")

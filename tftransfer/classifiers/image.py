@@ -15,6 +15,12 @@ from tftransfer.classifiers.base import Classifier
 from tftransfer.classifiers.base import ServingSpec
 from tftransfer.classifiers.head import check_head_options
 from tftransfer.classifiers.head import resolve_class_names
+from tftransfer.classifiers.inputs import check_backbone_input
+from tftransfer.classifiers.inputs import requested_input_shape
+from tftransfer.classifiers.inputs import resolve_classes
+from tftransfer.classifiers.predictions import image_inputs
+from tftransfer.data.images import encode_png
+from tftransfer.data.images import tf_decode_images
 from tftransfer.formats import IMAGE_INPUT
 
 _POOLING = ("avg", "max", "flatten")
@@ -114,31 +120,79 @@ class ImageClassifier(Classifier):
         outputs = self.head.apply_layers(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
-    def serving_spec(self):
-        """How `tftransfer.export_saved_model` serves this model: raw RGB
-        pixels in [0, 255] (``images``, float32 ``[batch, height, width, 3]``)."""
+    def classify_inputs(self, inputs):
+        return image_inputs(inputs, tuple(self.inputs[0].shape[1:]))
+
+    serving_inputs = ("bytes", "pixels")
+
+    def serving_spec(self, inputs="bytes"):
+        """How `tftransfer.export_saved_model` serves this model.
+
+        Args:
+            inputs: ``"bytes"``: encoded images (``images``, `tf.string`
+                ``[batch]``: JPEG, PNG, GIF, BMP or WebP), decoded, converted
+                to RGB and resized inside the graph (`tftransfer.data.images.
+                tf_decode_images`); ``"pixels"``: raw RGB pixels in [0, 255]
+                (``images``, float32 ``[batch, height, width, 3]`` at the
+                model's size; another size is an InvalidArgument error).
+        """
         shape = list(self.inputs[0].shape[1:])
         input_dtype = self.inputs[0].dtype
+        pixels = np.random.default_rng(0).integers(0, 256, [2, *shape]).astype("float32")
+
+        def forward_pixels(images):
+            images = tf.convert_to_tensor(images, tf.float32)
+            check = tf.debugging.assert_equal(
+                tf.shape(images)[1:], tf.constant(shape), message=(
+                    f"`images` must be raw pixels of shape [batch, {shape[0]}, {shape[1]}, "
+                    f"{shape[2]}] (the model's input); resize them first, or send encoded "
+                    "images to the serving_default signature"))
+            with tf.control_dependencies([check]):
+                return self(tf.cast(images, input_dtype), training=False)
+
+        if inputs == "pixels":
+            return ServingSpec(
+                input_name=IMAGE_INPUT,
+                input_signature=tf.TensorSpec([None, *shape], tf.float32, name=IMAGE_INPUT),
+                forward=forward_pixels, example=pixels,
+                description=f"raw RGB pixels in [0, 255], {shape[0]}x{shape[1]}",
+                backbone=self._serving_metadata(shape))
+        if inputs != "bytes":
+            raise ValueError(
+                f"`inputs` must be one of {self.serving_inputs} for an image classifier: "
+                "'bytes' serves encoded images (what a TF Serving client sends as base64), "
+                f"'pixels' raw pixel arrays. Received: inputs={inputs!r}")
+        size, channels = tuple(shape[:2]), shape[2]
+        if channels not in (1, 3):
+            raise ValueError(
+                f"Encoded images decode to RGB or grayscale pixels; model {self.name!r} takes "
+                f"{channels} channels: export it with inputs='pixels'. Received: inputs='bytes'")
+        return ServingSpec(
+            input_name=IMAGE_INPUT,
+            input_signature=tf.TensorSpec([None], tf.string, name=IMAGE_INPUT),
+            forward=lambda images: forward_pixels(tf_decode_images(images, size, channels)),
+            example=np.array([encode_png(image) for image in pixels.astype("uint8")],
+                             dtype=object),
+            description=(
+                "encoded images (JPEG, PNG, GIF, BMP, WebP), one per example; decoded, "
+                f"converted to {'RGB' if channels == 3 else 'grayscale'} (alpha onto white) and "
+                f"resized to {size[0]}x{size[1]} in the graph; EXIF orientation is not applied"),
+            backbone=self._serving_metadata(shape))
+
+    def _serving_metadata(self, shape):
         spec = self.backbone_spec
         try:
             blocks = list(get_blocks(self))
         except ValueError:  # a backbone whose layer names form no blocks
             blocks = []
-        return ServingSpec(
-            input_name=IMAGE_INPUT,
-            input_signature=tf.TensorSpec([None, *shape], tf.float32, name=IMAGE_INPUT),
-            forward=lambda images: self(tf.cast(images, input_dtype), training=False),
-            example=np.random.default_rng(0).uniform(0, 255, [2, *shape]).astype("float32"),
-            description="raw RGB pixels in [0, 255]",
-            backbone={
-                "name": spec.name,
-                "source": spec.source,
-                "input_shape": shape,
-                "input_range": [0, 255],
-                "preprocessing": spec.preprocessing or "inside the backbone",
-                "blocks": blocks,
-            },
-        )
+        return {
+            "name": spec.name,
+            "source": spec.source,
+            "input_shape": shape,
+            "input_range": [0, 255],
+            "preprocessing": spec.preprocessing or "inside the backbone",
+            "blocks": blocks,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -156,9 +210,11 @@ def _check_pooling(pooling):
 def build_classifier(
     backbone,
     *,
+    data=None,
     num_classes=None,
     class_names=None,
     input_shape=None,
+    image_size=None,
     weights="imagenet",
     pooling="avg",
     hidden_units=(),
@@ -179,10 +235,18 @@ def build_classifier(
             directory, a `.keras` file, or a `keras.Model` (e.g. your own
             pretrained model; it is cut below its classification head).
         num_classes: number of classes (or give `class_names`).
+        data: a `tftransfer.DataSplits` (what the loaders return): the
+            classes and the image size are taken from it (``class_names``
+            and ``input_shape`` then need not be given, and must agree with
+            it if they are).
         class_names: class names, in label order; they travel with the
             model into the export.
-        input_shape: ``(height, width, 3)`` for a named backbone. Default:
-            the architecture's default size.
+        input_shape: the images' size: an int (a square), ``(height,
+            width)`` or ``(height, width, 3)``. A named backbone is built at
+            that size (default: the architecture's default size); a model,
+            `.keras` file or hub module with a fixed input must match it.
+        image_size: the same as `input_shape`, in the loaders' vocabulary
+            (``image_size=224``); give one of the two.
         weights: for a named backbone: `"imagenet"` (default), `None`, or
             the path of a local weights file.
         pooling, hidden_units, hidden_activation, dropout, activation,
@@ -208,13 +272,19 @@ def build_classifier(
     (['cat', 'dog'], False)
     """
     # Check the cheap arguments before loading weights.
+    shape = requested_input_shape(input_shape=input_shape, image_size=image_size, data=data)
+    num_classes, class_names = resolve_classes(num_classes=num_classes,
+                                               class_names=class_names, data=data)
     class_names = resolve_class_names(num_classes, class_names)
     _check_pooling(pooling)
     check_head_options(dropout=dropout, activation=activation, multi_label=multi_label,
                        hidden_units=hidden_units)
     with dtype_policy(dtype):
-        backbone = load_backbone(backbone, input_shape=input_shape, weights=weights,
+        backbone = load_backbone(backbone, input_shape=shape, weights=weights,
                                  cut_at=cut_at, block_pattern=block_pattern)
+        check_backbone_input(backbone, shape, source=(
+            "the data has" if data is not None and input_shape is None and image_size is None
+            else "`input_shape` / `image_size` ask for"))
         if name is None:
             name = f"{backbone_spec(backbone).name or backbone.name}_classifier"
         model = ImageClassifier(

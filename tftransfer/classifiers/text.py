@@ -238,9 +238,23 @@ class TextClassifier(Classifier):
         """
         return super().predict_proba(x, **kwargs)
 
-    def serving_spec(self):
+    def classify_inputs(self, inputs):
+        texts = [inputs] if isinstance(inputs, (str, bytes)) else list(inputs)
+        if not texts or not all(isinstance(t, (str, bytes)) for t in texts):
+            raise TypeError("`inputs` must be a string or a list of strings. "
+                            f"Received: inputs={inputs!r}")
+        sources = [t if len(t) <= 60 else t[:57] + "..." for t in texts]
+        return sources, _as_text(texts)
+
+    serving_inputs = ("text",)
+
+    def serving_spec(self, inputs="text"):
         """How `tftransfer.export_saved_model` serves this model: raw strings
         (``text``, `tf.string` ``[batch]``) in, tokenized inside the graph."""
+        if inputs != "text":
+            raise ValueError(
+                "`inputs` must be 'text' for a text classifier (it serves raw strings). "
+                f"Received: inputs={inputs!r}")
         tokenizer = getattr(self.preprocessor, "tokenizer", None)
         return ServingSpec(
             input_name=TEXT_INPUT,

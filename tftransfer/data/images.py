@@ -1,5 +1,6 @@
 """Reading one image: decoding, RGB conversion, resizing (PIL and TensorFlow)."""
 
+import io
 import os
 
 import numpy as np
@@ -148,6 +149,15 @@ def read_image(path):
         raise BadImage(f"unreadable: {err.strerror or err}") from None
 
 
+def decode_image_bytes(data):
+    """Fully decodes an encoded image (bytes) as the loaders decode files
+    (EXIF orientation, RGB, alpha onto white); raises `ValueError`."""
+    try:
+        return _decode(io.BytesIO(data))
+    except BadImage as err:
+        raise ValueError(f"Cannot decode the image bytes: {err}.") from None
+
+
 def resize_image(rgb, size):
     if rgb.shape[:2] == tuple(size):
         return rgb
@@ -234,3 +244,69 @@ def tf_resize(images, size):
     if images.dtype == tf.uint8:
         return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
     return resized
+
+
+# The formats the serving graph decodes, by their first bytes (WebP: "RIFF" then
+# "WEBP" at offset 8).
+_SIGNATURES = ((0, b"\xff\xd8\xff"), (0, b"\x89PNG"), (0, b"GIF8"), (0, b"BM"), (8, b"WEBP"))
+
+
+def tf_decode_image(data, size):
+    """One encoded image (a scalar `tf.string`) to float32 RGB pixels of
+    `size` in [0, 255], with TensorFlow ops only, as the loaders read files:
+    any channel count to RGB, alpha composited onto white, a bilinear,
+    antialiased resize, rounded to whole pixel values. Unlike the loaders
+    (Pillow) it applies no EXIF orientation, and of an animation it takes the
+    first frame."""
+    image = tf.io.decode_image(data, channels=0, expand_animations=False)
+    opaque = tf.fill(tf.concat([tf.shape(image)[:2], [1]], axis=0), tf.constant(255, tf.uint8))
+    gray = tf.repeat(image[..., :1], 3, axis=-1)
+    rgba = tf.switch_case(tf.shape(image)[-1] - 1, branch_fns=[
+        lambda: tf.concat([gray, opaque], axis=-1),  # grayscale
+        lambda: tf.concat([gray, image[..., 1:2]], axis=-1),  # grayscale + alpha
+        lambda: tf.concat([image[..., :3], opaque], axis=-1),  # RGB
+        lambda: image[..., :4],  # RGBA
+    ])
+    rgba.set_shape([None, None, 4])
+    return tf.cast(tf_resize(tf_to_rgb(rgba), size), tf.float32)
+
+
+def tf_decode_images(images, size, channels=3):
+    """A batch of encoded images (`tf.string` ``[batch]``) to float32 pixels
+    ``[batch, *size, channels]`` (see `tf_decode_image`; ``channels=1``: the
+    RGB image's luma, for grayscale models). A string that is not a JPEG,
+    PNG, GIF, BMP or WebP image fails the whole batch with an InvalidArgument
+    error that names its index."""
+    if channels not in (1, 3):
+        raise ValueError(
+            "Encoded images decode to RGB (3 channels) or grayscale (1) pixels. "
+            f"Received: channels={channels!r}")
+    padded = tf.strings.join([images, tf.constant(b"\0" * 12)])
+
+    def decode(args):
+        index, data, head = args
+        known = tf.reduce_any(tf.stack([
+            tf.equal(tf.strings.substr(head, start, len(magic)), magic)
+            for start, magic in _SIGNATURES]))
+        check = tf.debugging.Assert(known, [tf.strings.format(
+            "images[{}] is not a JPEG, PNG, GIF, BMP or WebP image ({} bytes)",
+            (index, tf.strings.length(data)))])
+        with tf.control_dependencies([check]):
+            rgb = tf_decode_image(data, size)
+        if channels == 1:
+            return tf.round(tf.image.rgb_to_grayscale(rgb))
+        return rgb
+
+    count = tf.shape(images)[0]
+    return tf.map_fn(decode, (tf.range(count), images, padded),
+                     fn_output_signature=tf.TensorSpec([*size, channels], tf.float32))
+
+
+def encode_png(rgb):
+    """Lossless PNG bytes of a uint8 RGB (or one-channel) image array."""
+    pixels = np.asarray(rgb, np.uint8)
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]  # grayscale
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()

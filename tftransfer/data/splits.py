@@ -103,6 +103,23 @@ class DataSplits:
     def num_classes(self):
         return len(self.class_names)
 
+    @property
+    def input_shape(self):
+        """The shape of one example's input, e.g. ``(224, 224, 3)`` (from the
+        training pipeline's element spec; None where it is not known, e.g.
+        for strings)."""
+        spec = getattr(self.train, "element_spec", None)
+        if not isinstance(spec, tuple) or not spec:
+            return None
+        shape = spec[0].shape
+        if shape.rank == 4:  # batches of images
+            dims = tuple(shape.as_list()[1:])
+        elif shape.rank == 3 and shape[-1] == 3:  # unbatched RGB images (batch_size=None)
+            dims = tuple(shape.as_list())
+        else:
+            return None
+        return dims if all(d is not None for d in dims) else None
+
     def class_weight(self, mode="balanced"):
         """`compute_class_weight` of the training split's counts, for
         ``fit(..., class_weight=...)``."""

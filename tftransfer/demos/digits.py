@@ -34,6 +34,7 @@ from tftransfer.classifiers.image import build_classifier
 from tftransfer.data.digits import load_digits
 from tftransfer.demos.common import EpochLog
 from tftransfer.demos.config import DemoConfig
+from tftransfer.export.rest import serving_request
 from tftransfer.export.serving import export_saved_model
 from tftransfer.training.recipe import fit_two_phase
 
@@ -166,12 +167,14 @@ def _train_scratch(config, data, report, verbose):
 
 
 _SERVE_SCRIPT = r"""
-import json, sys
-import numpy as np
+import base64, json, sys
 import tensorflow as tf
-export_dir, images_path = sys.argv[1], sys.argv[2]
+export_dir, request_path = sys.argv[1], sys.argv[2]
+with open(request_path) as f:  # a TF Serving REST body: {"instances": [{"images": {"b64": ...}}]}
+    request = json.load(f)
+images = [base64.b64decode(instance["images"]["b64"]) for instance in request["instances"]]
 serve = tf.saved_model.load(export_dir).signatures["serving_default"]
-out = serve(images=tf.constant(np.load(images_path)))
+out = serve(images=tf.constant(images))
 print(json.dumps({
     "class_names": [s.decode() for s in out["class_names"].numpy()],
     "probabilities": out["probabilities"].numpy().tolist(),
@@ -182,15 +185,19 @@ print(json.dumps({
 
 def serve_in_fresh_process(export_dir, images, work_dir):
     """Classifies `images` with the export in a new Python process that
-    imports TensorFlow but not tftransfer; returns its decoded outputs."""
-    images_path = os.path.join(work_dir, "serve_check_images.npy")
-    np.save(images_path, np.asarray(images, "float32"))
+    imports TensorFlow but not tftransfer: they go as PNG files in a TF
+    Serving REST body (base64), to the signature that decodes them. Returns
+    its decoded outputs."""
+    request_path = os.path.join(work_dir, "serve_check_request.json")
+    pixels = np.clip(np.round(np.asarray(images, "float32")), 0, 255).astype("uint8")
+    with open(request_path, "w") as f:
+        json.dump(serving_request(list(pixels)), f)
     result = subprocess.run(
-        [sys.executable, "-c", _SERVE_SCRIPT, export_dir, images_path],
+        [sys.executable, "-c", _SERVE_SCRIPT, export_dir, request_path],
         capture_output=True, text=True, check=False,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
-    os.remove(images_path)
+    os.remove(request_path)
     if result.returncode != 0:
         raise RuntimeError(f"Serving the export in a fresh process failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])

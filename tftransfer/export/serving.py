@@ -17,21 +17,30 @@ import shutil
 import tempfile
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tftransfer.classifiers.base import Classifier
+from tftransfer.classifiers.predictions import check_top_k
 from tftransfer.distribute import is_chief
 from tftransfer.errors import VersionExistsError
 from tftransfer.export.publish import existing_versions
 from tftransfer.export.publish import publish
 from tftransfer.export.publish import quiet_tensorflow_logs
+from tftransfer.export.signatures import DEFAULT_SIGNATURE
+from tftransfer.export.signatures import describe
+from tftransfer.export.signatures import serving_function
+from tftransfer.export.signatures import signature_specs
+from tftransfer.export.signatures import verify_export
 from tftransfer.formats import EXTRA_DIR
 from tftransfer.formats import LABELS_FILE
 from tftransfer.formats import METADATA_FILE
 from tftransfer.version import __version__
 
 logger = logging.getLogger(__name__)
+
+EXPORT_FORMAT = "tftransfer-export/2"
+"""Format 2 (tftransfer 0.2): image classifiers' ``serving_default`` takes encoded
+images, ``serving_pixels`` raw pixels; format 1's only signature took raw pixels."""
 
 
 def _check_classifier(model):
@@ -44,44 +53,18 @@ def _check_classifier(model):
         )
 
 
-def serving_function(model, spec):
-    class_names = tf.constant(model.class_names)
-
-    def serve(inputs):
-        probabilities = tf.cast(model.probabilities(spec.forward(inputs)), tf.float32)
-        class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-        return {
-            "probabilities": probabilities,
-            "class_ids": class_ids,
-            "class_names": tf.gather(class_names, class_ids),
-        }
-
-    return serve
-
-
-def _metadata(model, spec, version, extra):
+def _metadata(model, specs, version, extra, top_k):
+    default = specs[DEFAULT_SIGNATURE]
     metadata = {
-        "format": "tftransfer-export/1",
+        "format": EXPORT_FORMAT,
         "version": version,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "backbone": spec.backbone,
+        "backbone": default.backbone,
         "class_names": list(model.class_names),
         "multi_label": bool(model.multi_label),
-        "signature": {
-            "name": "serving_default",
-            "inputs": {
-                spec.input_name: {
-                    "dtype": spec.input_signature.dtype.name,
-                    "shape": spec.input_signature.shape.as_list(),
-                    "description": spec.description,
-                }
-            },
-            "outputs": {
-                "probabilities": "float32 [batch, num_classes]",
-                "class_ids": "int64 [batch]: the most probable class",
-                "class_names": "string [batch]: its name",
-            },
-        },
+        "signatures": {name: describe(spec, top_k) for name, spec in specs.items()},
+        # Format 1's one signature, kept for readers of it.
+        "signature": {"name": DEFAULT_SIGNATURE, **describe(default, top_k)},
         "training": list(getattr(model, "training_summary", [])),
         "versions": {
             "tftransfer": package_version(),
@@ -98,33 +81,23 @@ def package_version():
     return __version__
 
 
-def verify_export(path, model, spec, atol):
-    """Loads the SavedModel back and checks it against the Keras model."""
-    loaded = tf.saved_model.load(path)
-    signature = loaded.signatures["serving_default"]
-    served = signature(**{spec.input_name: tf.constant(spec.example)})
-    expected = keras.ops.convert_to_numpy(model.probabilities(spec.forward(spec.example)))
-    if not np.allclose(served["probabilities"].numpy(), expected, atol=atol):
-        raise RuntimeError(
-            "The exported SavedModel does not reproduce the model's "
-            f"probabilities (max difference "
-            f"{np.abs(served['probabilities'].numpy() - expected).max():.3g}); "
-            "nothing was published."
-        )
-
-
-def export_saved_model(model, export_base, *, version=None, overwrite=False,
-                       metadata=None, verify_atol=1e-4):
+def export_saved_model(model, export_base, *, inputs=None, top_k=1, version=None,
+                       overwrite=False, metadata=None, verify_atol=1e-4):
     """Exports a classifier as a SavedModel that TF Serving loads as it is.
 
-    Writes ``export_base/<version>/``: a SavedModel whose
-    ``serving_default`` signature takes ``images`` (float32 raw pixels in
-    [0, 255], shape ``[batch, height, width, channels]``) and returns
-    ``probabilities`` (float32, also under mixed precision), ``class_ids``
-    (int64) and ``class_names`` (string). Beside it, in ``assets.extra/``
-    (the SavedModel place for files the graph does not load), go
-    ``labels.txt`` (one class name a line) and ``tftransfer.json`` (backbone,
-    input size, class names, training summary).
+    Writes ``export_base/<version>/``: a SavedModel (export format 2) whose
+    ``serving_default`` signature takes ``images``: for an image classifier
+    encoded image files (`tf.string` ``[batch]``; a TF Serving REST client
+    sends them as ``{"b64": ...}``, see `tftransfer.serving_request`), for a
+    text classifier strings; ``serving_pixels`` takes float32 raw pixels in
+    [0, 255], ``[batch, height, width, 3]``. Each returns ``probabilities``
+    (float32, also under mixed precision), ``class_ids`` (int64) and
+    ``class_names`` (string), and with `top_k` > 1 the best `top_k`. A batch
+    holding a string that is not an image fails whole, with an
+    InvalidArgument error naming its index. Beside the SavedModel, in
+    ``assets.extra/`` (the SavedModel place for files the graph does not
+    load), go ``labels.txt`` (one class name a line) and ``tftransfer.json``
+    (backbone, input size, class names, signatures, training summary).
 
     The export is written to a hidden temporary sibling, loaded back and
     compared with the model, then renamed into place, so TF Serving never
@@ -137,9 +110,18 @@ def export_saved_model(model, export_base, *, version=None, overwrite=False,
     it, so that every worker runs the same operations.
 
     Args:
-        model: a classifier from `build_classifier`.
+        model: a classifier from `build_classifier` or `build_text_classifier`.
         export_base: the model's base directory, as given to TF Serving's
             ``--model_base_path``.
+        inputs: what an image classifier's ``serving_default`` takes:
+            ``"bytes"`` (default): encoded images, `tf.string` ``[batch]``
+            (JPEG, PNG, GIF, BMP, WebP), decoded, converted to RGB and resized
+            in the graph, with a second signature ``serving_pixels`` for
+            raw pixel arrays; ``"pixels"``: raw RGB pixels in [0, 255],
+            float32 ``[batch, height, width, 3]`` (export format 1's only
+            signature). A text classifier takes ``"text"`` (strings).
+        top_k: with top_k > 1 the signatures also return ``top_k_class_ids``,
+            ``top_k_class_names`` and ``top_k_probabilities``, best first.
         version: a positive integer. Default: one above the highest existing
             version (1 for a new base).
         overwrite: replace an existing `version` instead of raising.
@@ -181,14 +163,23 @@ def export_saved_model(model, export_base, *, version=None, overwrite=False,
             raise TypeError(
                 f"`metadata` must be JSON-serializable ({err}). Received: metadata={metadata!r}"
             ) from None
+    check_top_k(top_k, model.num_classes)
+    if inputs is not None and inputs not in model.serving_inputs:
+        raise ValueError(
+            f"`inputs` must be one of {model.serving_inputs} for a {type(model).__name__}"
+            + (" ('bytes': encoded images, as TF Serving clients send them in base64; "
+               "'pixels': raw pixel arrays, the interface of export format 1)"
+               if "bytes" in model.serving_inputs else "")
+            + f". Received: inputs={inputs!r}")
+    specs = signature_specs(model, inputs)
+    options = {"version": version, "metadata": metadata, "verify_atol": verify_atol,
+               "specs": specs, "top_k": top_k}
     if not is_chief(getattr(model, "distribute_strategy", None)):
-        return _export_on_other_worker(model, version=version, metadata=metadata,
-                                       verify_atol=verify_atol)
-    return _export_version(model, export_base, version=version, overwrite=overwrite,
-                           metadata=metadata, verify_atol=verify_atol)
+        return _export_on_other_worker(model, **options)
+    return _export_version(model, export_base, overwrite=overwrite, **options)
 
 
-def _export_on_other_worker(model, *, version, metadata, verify_atol):
+def _export_on_other_worker(model, **options):
     """A non-chief worker's part of an export under MultiWorkerMirroredStrategy.
 
     The worker cannot simply skip the export. Reading a variable created with
@@ -205,14 +196,14 @@ def _export_on_other_worker(model, *, version, metadata, verify_atol):
     ``model.save``; nothing is written under `export_base`.
     """
     with tempfile.TemporaryDirectory(prefix="tftransfer-worker-export-") as scratch:
-        _export_version(model, scratch, version=version, overwrite=False,
-                        metadata=metadata, verify_atol=verify_atol)
+        _export_version(model, scratch, overwrite=False, **options)
     logger.info("Not the chief worker: the export was written to a temporary "
                 "directory and deleted; the chief publishes it.")
     return None
 
 
-def _export_version(model, export_base, *, version, overwrite, metadata, verify_atol):
+def _export_version(model, export_base, *, version, overwrite, metadata, verify_atol, specs,
+                    top_k):
     """The export proper (arguments checked by `export_saved_model`)."""
     if os.path.exists(export_base) and not os.path.isdir(export_base):
         raise ValueError(
@@ -230,16 +221,13 @@ def _export_version(model, export_base, *, version, overwrite, metadata, verify_
             f"replace it. Received: version={version}"
         )
 
-    spec = model.serving_spec()
     staging = tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=export_base)
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(
-            name="serving_default",
-            fn=serving_function(model, spec),
-            input_signature=[spec.input_signature],
-        )
+        for name, spec in specs.items():
+            archive.add_endpoint(name=name, fn=serving_function(model, spec, top_k),
+                                 input_signature=[spec.input_signature])
         with quiet_tensorflow_logs():  # it logs the hidden staging path
             archive.write_out(staging, verbose=False)
         extra = os.path.join(staging, EXTRA_DIR)
@@ -247,8 +235,8 @@ def _export_version(model, export_base, *, version, overwrite, metadata, verify_
         with open(os.path.join(extra, LABELS_FILE), "w", encoding="utf-8") as f:
             f.write("".join(f"{name}\n" for name in model.class_names))
         with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(_metadata(model, spec, version, metadata), f, indent=2)
-        verify_export(staging, model, spec, verify_atol)
+            json.dump(_metadata(model, specs, version, metadata, top_k), f, indent=2)
+        verify_export(staging, model, specs, verify_atol)
         publish(staging, target, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

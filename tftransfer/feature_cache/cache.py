@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tftransfer import _compat
 from tftransfer.caching import cache_options
+from tftransfer.data.checks import check_labels
 from tftransfer.feature_cache.cut import CachedTop
 from tftransfer.feature_cache.cut import NodeSnapshot
 from tftransfer.feature_cache.cut import compile_like
@@ -252,6 +253,8 @@ class FeatureCache:
             forward = self._forward(model, cuts, [k for _, k in missing], values)
         with timed("Extracting features"):
             digest, arrays = self._extract(forward, cuts, source, batch_size, verbose, digest)
+        if source.kind == "dataset":  # its labels are read now: the first chance to check them
+            check_labels(model, source.what, self._streams[digest].targets[0])
         for (cut, key), array in zip(missing, arrays):
             self._entries[(digest, key)] = Entry(
                 array, "disk" if isinstance(array, np.memmap) else "memory"

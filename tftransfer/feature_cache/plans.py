@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.data.checks import is_array
 from tftransfer.feature_cache.feed import array_dataset
 from tftransfer.feature_cache.feed import steps_per_epoch
 from tftransfer.feature_cache.options import timed
-from tftransfer.feature_cache.sources import is_array
 
 logger = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer import _compat
+from tftransfer.data.checks import is_array
 from tftransfer.feature_cache.options import RANDOM_OP
 from tftransfer.feature_cache.options import NotCacheable
 
@@ -19,15 +20,10 @@ class Source:
     targets: tuple = ()  # arrays: (y,) or (y, sample_weight); dataset: from the stream
     shuffle: bool = False  # dataset: its graph has a shuffle op
     random_ops: tuple = ()
+    what: str = "training"  # or "validation", for messages
 
 
-def is_array(value):
-    return isinstance(value, (np.ndarray, tf.Tensor)) or (
-        hasattr(value, "__array__") and hasattr(value, "shape") and not isinstance(value, dict)
-    )
-
-
-def _dataset_ops(dataset):
+def dataset_ops(dataset):
     graph_bytes = tf.raw_ops.DatasetToGraphV2(
         input_dataset=_compat.dataset_variant(dataset),
         external_state_policy=1,  # ignore captured state: only op types are read
@@ -63,17 +59,17 @@ def describe_source(x, y, sample_weight, what, *, forced=False):
         ):
             raise NotCacheable(f"the {what} dataset's images must be one batched tensor")
         try:
-            ops = _dataset_ops(x)
+            ops = dataset_ops(x)
         except (tf.errors.OpError, ValueError, TypeError) as err:
             raise NotCacheable(f"the {what} dataset's pipeline cannot be inspected ({err})")
         random_ops = tuple(sorted(op for op in ops if RANDOM_OP.search(op)))
         shuffle = any(op.startswith("Shuffle") for op in ops)
-        return Source("dataset", x, shuffle=shuffle, random_ops=random_ops)
+        return Source("dataset", x, shuffle=shuffle, random_ops=random_ops, what=what)
     if is_array(x) and not isinstance(x, dict):
         if y is None:
             raise NotCacheable(f"the {what} images come without labels")
         targets = (y,) if sample_weight is None else (y, sample_weight)
-        return Source("arrays", np.asarray(x), targets=targets)
+        return Source("arrays", np.asarray(x), targets=targets, what=what)
     raise NotCacheable(
         f"the {what} data is a {type(x).__name__}; only arrays and finite "
         "tf.data.Datasets are cached"

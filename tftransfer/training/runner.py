@@ -20,6 +20,8 @@ from tftransfer.feature_cache.cache import FeatureCache
 from tftransfer.feature_cache.feed import steps_per_epoch
 from tftransfer.training.callbacks import phase_callbacks
 from tftransfer.training.checkpoints import TrainingCheckpoint
+from tftransfer.training.data_checks import check_training_data
+from tftransfer.training.data_checks import unpack_splits
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +31,8 @@ def run_phases(model, x, validation_data, *, y, phases, options, epoch_names=Non
 
     Args:
         model: a `tftransfer.Classifier`.
-        x, validation_data, y: as for `keras.Model.fit`.
+        x, validation_data, y: as for `keras.Model.fit`; `x` may also be a
+            `tftransfer.DataSplits` (its training and validation splits).
         phases: the phases, in order.
         options: the `TrainingOptions` of the call.
         epoch_names: the public argument naming each phase's epochs, for
@@ -41,6 +44,8 @@ def run_phases(model, x, validation_data, *, y, phases, options, epoch_names=Non
     """
     epoch_names = epoch_names or ["epochs"] * len(phases)
     unfrozen = [phase.check(model, name) for phase, name in zip(phases, epoch_names)]
+    x, validation_data = unpack_splits(model, x, validation_data)
+    check_training_data(model, x, y, validation_data)
     fit_kwargs = resolve_class_weight(model, x, y, options.fit_kwargs)
     checkpoint = None
     if options.checkpoint_dir is not None:

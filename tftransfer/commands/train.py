@@ -1,0 +1,102 @@
+"""`tftransfer train DATA_DIR --backbone NAME --out DIR`: a folder to a model,
+an export and a report."""
+
+import json
+import os
+import sys
+
+import keras
+
+from tftransfer.backbones.applications import ARCHITECTURES
+from tftransfer.backbones.applications import BY_NORMALIZED_NAME
+from tftransfer.backbones.applications import normalize_name
+from tftransfer.backbones.load import load_backbone
+from tftransfer.classifiers.image import build_classifier
+from tftransfer.data.folders import image_dataset_from_folder
+from tftransfer.evaluation.report import classification_report
+from tftransfer.export.serving import export_saved_model
+from tftransfer.training.recipe import fit_two_phase
+
+MODEL_FILE = "model.keras"
+EXPORT_DIR = "export"
+REPORT_FILE = "report.json"
+
+
+def _given(args, *names):
+    """The arguments the user gave: the rest keep the library's defaults."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+class PhaseHeader(keras.callbacks.Callback):
+    """Prints a header as each training phase starts (the Keras progress bar
+    numbers epochs on across phases and names neither)."""
+
+    TITLES = {1: "the head, on the frozen backbone",
+              2: "the top blocks and the head, at the fine-tuning learning rate"}
+
+    def __init__(self, stage):
+        super().__init__()
+        self.stage = stage
+
+    def on_train_begin(self, logs=None):
+        phase = len(getattr(self.model, "training_summary", []) or []) + 1
+        print(f"{self.stage} phase {phase}: training {self.TITLES.get(phase, '')}", flush=True)
+
+
+def image_size(backbone, given):
+    """`--image-size`, else the backbone's: a name's default size, a model
+    file's input size."""
+    if given is not None:
+        return given
+    if isinstance(backbone, str) and normalize_name(backbone) in BY_NORMALIZED_NAME:
+        return ARCHITECTURES[BY_NORMALIZED_NAME[normalize_name(backbone)]].default_size
+    shape = load_backbone(backbone).input_shape
+    if isinstance(shape, tuple) and len(shape) == 4 and None not in shape[1:3]:
+        return shape[1:3]
+    raise ValueError(
+        f"Pass --image-size: the backbone {backbone!r} does not say what size it takes. "
+        "Received: --image-size=None")
+
+
+def run(args):
+    weights = {"none": None}.get(str(args.weights).lower(), args.weights)
+    size = image_size(args.backbone, args.image_size)
+    os.makedirs(args.out, exist_ok=True)
+    print(f"[1/4] Scanning {args.data_dir}", flush=True)
+    data = image_dataset_from_folder(
+        args.data_dir, image_size=size, verbose=1,
+        **_given(args, "batch_size", "validation_split", "test_split", "seed", "augmentation"))
+    print(f"      {data}", flush=True)
+    if data.report is not None and data.report.bad_files:
+        print(f"      left out {len(data.report.bad_files)} bad files (see report.json)")
+    print(f"[2/4] Building a classifier on {args.backbone}", flush=True)
+    model = build_classifier(args.backbone, data=data, weights=weights,
+                             **_given(args, "dropout"))
+    print("[3/4] Training", flush=True)
+    fit_two_phase(
+        model, data, callbacks=[PhaseHeader("     ")], verbose=1 if sys.stdout.isatty() else 2,
+        **_given(args, "head_epochs", "fine_tune_epochs", "learning_rate",
+                 "fine_tune_learning_rate", "unfreeze_blocks"))
+    model_path = os.path.join(args.out, MODEL_FILE)
+    model.save(model_path)
+    split = "test" if data.test is not None else "validation"
+    report = classification_report(model, getattr(data, split)) if getattr(data, split) else None
+    print("[4/4] Exporting for TF Serving", flush=True)
+    export = export_saved_model(model, os.path.join(args.out, EXPORT_DIR))
+    summary = {
+        "data": {"directory": os.fspath(args.data_dir), "class_names": data.class_names,
+                 "counts": data.counts,
+                 "bad_files": [list(b) for b in (data.report.bad_files if data.report else [])]},
+        "backbone": model.backbone_spec.get_config(),
+        "training": model.training_summary,
+        "evaluation": None if report is None else {
+            "split": split, "accuracy": report.accuracy, "text": str(report)},
+        "model": model_path,
+        "export": export,
+    }
+    with open(os.path.join(args.out, REPORT_FILE), "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    if report is not None:
+        print(f"{split} accuracy: {report.accuracy:.3f}")
+    print(f"model:  {model_path}\nexport: {export}\nreport: {os.path.join(args.out, REPORT_FILE)}")
+    return 0

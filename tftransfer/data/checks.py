@@ -1,0 +1,82 @@
+"""Data against a model: the inputs' shape and the labels' range.
+
+Used where the data is first seen: `tftransfer.fit_two_phase` and the other
+training functions when they start, and the feature cache once it has read a
+dataset's labels. Each mismatch is an error naming both sides and the fix.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def is_array(value):
+    return isinstance(value, (np.ndarray, tf.Tensor)) or (
+        hasattr(value, "__array__") and hasattr(value, "shape") and not isinstance(value, dict)
+    )
+
+
+def _input_shape(data):
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        spec = spec[0] if isinstance(spec, tuple) else spec
+        if isinstance(spec, tf.TensorSpec) and spec.shape.rank is not None:
+            return tuple(spec.shape.as_list()[1:])
+        return None
+    if is_array(data):
+        return tuple(np.shape(data)[1:])
+    return None
+
+
+def check_inputs(model, what, data):
+    expected = tuple(model.inputs[0].shape[1:])
+    shape = _input_shape(data)
+    if shape is None or len(expected) != 3 or len(shape) != len(expected):
+        return
+    if all(e is None or s is None or e == s for e, s in zip(expected, shape)):
+        return
+    size = "x".join(str(d) for d in shape)
+    wanted = "x".join(str(d) for d in expected)
+    if expected[2] != shape[2]:
+        fix = (f"a backbone that takes {shape[2]}-channel images (this one takes "
+               f"{expected[2]}: a grayscale source model does not take RGB data)")
+    else:
+        fix = (f"build the classifier at the data's size (`build_classifier(..., "
+               f"image_size={shape[:2]!r})` or `data=`), or load the data with "
+               f"image_size={expected[:2]!r}")
+    raise ValueError(
+        f"The {what} images are {size} but model {model.name!r} takes {wanted}: {fix}. "
+        f"Received: {what} images of shape {shape}, a model with input shape {expected}")
+
+
+def _classes(model):
+    outputs = tuple(model.outputs[0].shape)
+    return outputs[-1] if len(outputs) == 2 else None
+
+
+def check_labels(model, what, labels):
+    num_classes = _classes(model)
+    if num_classes is None:
+        return
+    if labels is None or not is_array(labels):
+        return
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[-1] > 1:  # multi-hot
+        if labels.shape[-1] != num_classes:
+            raise ValueError(
+                f"The {what} labels are multi-hot vectors of {labels.shape[-1]} classes but "
+                f"model {model.name!r} has num_classes={num_classes}. Build the classifier "
+                f"with num_classes={labels.shape[-1]} (or the data's class_names). Received: "
+                f"{what} labels of shape {labels.shape}")
+        return
+    if labels.dtype.kind not in "iu" or labels.size == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        names = getattr(model, "class_names", None)
+        raise ValueError(
+            f"The {what} labels go from {low} to {high} but model {model.name!r} has "
+            f"num_classes={num_classes}"
+            + (f" (class_names={list(names)!r})" if names else "")
+            + f": labels must be in [0, {num_classes}). Build the classifier with "
+            f"num_classes={high + 1} or with the data's class_names (`build_classifier(..., "
+            f"data=data)`). Received: {what} labels in [{low}, {high}]")
