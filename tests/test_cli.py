@@ -77,6 +77,10 @@ def test_predict_evaluate_and_export_take_the_model_file(trained, folder, tmp_pa
                      "pixels"]) == 0
     version = capsys.readouterr().out.strip().splitlines()[-1]
     assert list(tft.read_metadata(version)["signatures"]) == ["serving_default"]
+    assert cli.main(["export", model, "--out", str(tmp_path / "phone"), "--format", "litert",
+                     "--quantization", "int8", "--calibration-dir", str(folder)]) == 0
+    assert sorted(os.listdir(tmp_path / "phone")) == ["labels.txt", "model.tflite",
+                                                      "tftransfer.json"]
 
 
 def test_errors_are_one_line_with_exit_code_1_and_usage_is_2(trained, capsys):

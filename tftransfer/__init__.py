@@ -60,6 +60,7 @@ _EXPORTS = {
     "enable_determinism": "tftransfer.training.determinism",
     "encode_image": "tftransfer.export.rest",
     "export_feature_extractor": "tftransfer.export.feature_extractor",
+    "export_litert": "tftransfer.export.litert",
     "export_saved_model": "tftransfer.export.serving",
     "fine_tune": "tftransfer.training.recipe",
     "fit_head": "tftransfer.training.recipe",

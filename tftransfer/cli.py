@@ -205,12 +205,17 @@ def _model_parsers(sub):
     predict.add_argument("--top-k", type=int, default=1, help="classes per image "
                          "(default: %(default)s)")
     predict.add_argument("--json", action="store_true", help="print JSON, for scripts")
-    export = sub.add_parser("export", help="export a .keras model for TF Serving")
+    export = sub.add_parser("export", help="export a .keras model for TF Serving or LiteRT")
     export.add_argument("model", help="the .keras file `tftransfer train` wrote")
-    export.add_argument("--out", required=True, help="the export's base directory "
-                        "(TF Serving's --model_base_path); a new version goes inside")
-    export.add_argument("--format", choices=("saved_model",), default="saved_model",
+    export.add_argument("--out", required=True, help="saved_model: the base directory (TF "
+                        "Serving's --model_base_path), a new version goes inside; litert: the "
+                        "directory to write")
+    export.add_argument("--format", choices=("saved_model", "litert"), default="saved_model",
                         help="(default: %(default)s)")
+    export.add_argument("--quantization", choices=("none", "dynamic", "float16", "int8"),
+                        default="none", help="litert: (default: %(default)s)")
+    export.add_argument("--calibration-dir", default=None,
+                        help="litert int8: a folder of training images to calibrate with")
     export.add_argument("--inputs", choices=("bytes", "pixels"), default=None,
                         help="what serving_default takes (default: encoded images)")
     export.add_argument("--top-k", type=int, default=1, help="also return the top k classes "

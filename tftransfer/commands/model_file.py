@@ -9,6 +9,7 @@ import keras
 from tftransfer.classifiers.base import Classifier
 from tftransfer.data.folders import image_dataset_from_folder
 from tftransfer.evaluation.report import classification_report
+from tftransfer.export.litert import export_litert
 from tftransfer.export.serving import export_saved_model
 
 
@@ -47,6 +48,17 @@ def predict(args):
 
 def export(args):
     model = load(args.model)
-    path = export_saved_model(model, args.out, inputs=args.inputs, top_k=args.top_k)
+    if args.format == "litert":
+        calibration = None
+        if args.calibration_dir is not None:
+            data = image_dataset_from_folder(args.calibration_dir,
+                                             image_size=model.input_shape[1:3],
+                                             validation_split=0.0, verbose=0)
+            calibration = data.train.unbatch().take(300).batch(32)
+        quantization = None if args.quantization == "none" else args.quantization
+        path = export_litert(model, args.out, quantization=quantization,
+                             representative_data=calibration)
+    else:
+        path = export_saved_model(model, args.out, inputs=args.inputs, top_k=args.top_k)
     print(path)
     return 0

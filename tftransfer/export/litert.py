@@ -1,0 +1,173 @@
+"""LiteRT (TFLite) export for devices: `export_litert`.
+
+Built on Keras's own ``model.export(format="litert")``, with one change: Keras
+enables ``SELECT_TF_OPS`` by default, which puts TensorFlow ("Flex") ops into
+the file where a LiteRT builtin is missing, and the `ai-edge-litert`
+interpreter (and LiteRT on devices, without the Flex delegate) cannot run
+them. Here only builtin ops are allowed, so a model that needs a Flex op fails
+to convert, with TensorFlow's message, instead of failing on the device.
+"""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tftransfer.classifiers.image import ImageClassifier
+from tftransfer.errors import VersionExistsError
+from tftransfer.export.publish import publish
+from tftransfer.export.publish import quiet_tensorflow_logs
+from tftransfer.formats import LABELS_FILE
+from tftransfer.formats import METADATA_FILE
+from tftransfer.version import __version__
+
+logger = logging.getLogger(__name__)
+
+LITERT_FILE = "model.tflite"
+LITERT_FORMAT = "tftransfer-litert/1"
+QUANTIZATIONS = (None, "dynamic", "float16", "int8")
+"""None: float32; "dynamic": int8 weights, float activations; "float16":
+float16 weights; "int8": int8 weights and activations (needs
+`representative_data`), float32 inputs and outputs."""
+
+
+def export_litert(model, path, *, quantization=None, representative_data=None,
+                  overwrite=False):
+    """Exports an image classifier as a LiteRT (TFLite) model for devices.
+
+    Writes the directory `path`: ``model.tflite`` (one signature,
+    ``serving_default``: ``images`` float32 ``[batch, height, width, 3]`` raw
+    pixels in [0, 255] in, ``probabilities`` float32 ``[batch, num_classes]``
+    out), ``labels.txt`` (one class name a line, in output order) and
+    ``tftransfer.json`` (class names, input shape, quantization). Only LiteRT
+    builtin ops are used, so the `ai-edge-litert` interpreter runs it. The
+    directory is written beside `path` and renamed into place when complete.
+
+    Example:
+
+    >>> import tempfile
+    >>> model = build_classifier("mobilenet_v3_small", class_names=["a", "b"],
+    ...                          input_shape=(32, 32, 3), weights=None)
+    >>> path = export_litert(model, tempfile.mkdtemp() + "/litert")
+    >>> sorted(os.listdir(path))
+    ['labels.txt', 'model.tflite', 'tftransfer.json']
+
+    Args:
+        model: an `ImageClassifier` (text classifiers tokenize with TensorFlow
+            Text ops, which LiteRT lacks).
+        path: the directory to write.
+        quantization: one of `QUANTIZATIONS`.
+        representative_data: for ``"int8"``: a few hundred training images
+            (an array ``(n, h, w, 3)``, or a `tf.data.Dataset` of images or of
+            ``(images, labels)``), which calibrate the activation ranges.
+        overwrite: replace an existing `path`.
+
+    Returns:
+        `path`.
+    """
+    if not isinstance(model, ImageClassifier):
+        raise TypeError(
+            "`model` must be an image classifier (`build_classifier`): LiteRT has no ops for "
+            "a text classifier's tokenizer. Received: "
+            f"model of type {type(model).__name__}")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"`quantization` must be one of {QUANTIZATIONS}. "
+                         f"Received: quantization={quantization!r}")
+    if quantization == "int8" and representative_data is None:
+        raise ValueError(
+            "quantization='int8' needs `representative_data`: a few hundred training images "
+            "that calibrate the activations' int8 ranges. Received: representative_data=None")
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise VersionExistsError(f"{path!r} exists already. Pass `overwrite=True` to replace "
+                                 f"it, or choose another path. Received: path={path!r}")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".tmp-litert-", dir=parent)
+    try:
+        with quiet_tensorflow_logs():
+            _probabilities_model(model).export(
+                os.path.join(staging, LITERT_FILE), format="litert", verbose=False,
+                **_converter_settings(model, quantization, representative_data))
+        with open(os.path.join(staging, LABELS_FILE), "w", encoding="utf-8") as f:
+            f.write("".join(f"{name}\n" for name in model.class_names))
+        with open(os.path.join(staging, METADATA_FILE), "w", encoding="utf-8") as f:
+            json.dump(_metadata(model, quantization), f, indent=2)
+        publish(staging, path, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("Exported a LiteRT model to %s", path)
+    return path
+
+
+def _probabilities_model(model):
+    """The classifier with its outputs turned into probabilities."""
+    outputs = {"probabilities": model.probabilities(model.outputs[0])}  # a named output
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_probabilities")
+
+
+def _converter_settings(model, quantization, representative_data):
+    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization is None:
+        return {"target_spec": {"supported_ops": builtins}}
+    if quantization == "dynamic":
+        return {"target_spec": {"supported_ops": builtins},
+                "optimizations": [tf.lite.Optimize.DEFAULT]}
+    if quantization == "float16":
+        return {"target_spec": {"supported_ops": builtins, "supported_types": [tf.float16]},
+                "optimizations": [tf.lite.Optimize.DEFAULT]}
+    return {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+            "optimizations": [tf.lite.Optimize.DEFAULT],
+            "representative_dataset": _representative(model, representative_data)}
+
+
+def _representative(model, data):
+    """A generator of single float32 images, as the converter calibrates."""
+    shape = tuple(model.inputs[0].shape[1:])
+    if isinstance(data, tf.data.Dataset):
+        if isinstance(data.element_spec, tuple):
+            data = data.map(lambda images, *rest: images)
+
+        def batches():
+            return (np.asarray(b, "float32") for b in data.as_numpy_iterator())
+    else:
+        array = np.asarray(data, "float32")
+
+        def batches():
+            return [array]
+
+    def images():
+        for batch in batches():
+            batch = batch.reshape((-1, *batch.shape[-3:]))
+            if batch.shape[1:] != shape:
+                raise ValueError(
+                    f"`representative_data` holds images of shape {batch.shape[1:]} but the "
+                    f"model takes {shape}. Received: representative_data with images of shape "
+                    f"{batch.shape[1:]}")
+            for image in batch:
+                yield [image[None]]
+
+    return images
+
+
+def _metadata(model, quantization):
+    return {
+        "format": LITERT_FORMAT,
+        "file": LITERT_FILE,
+        "class_names": list(model.class_names),
+        "input": {"name": "images", "dtype": "float32",
+                  "shape": [None, *model.inputs[0].shape[1:]],
+                  "description": "raw RGB pixels in [0, 255]"},
+        "output": {"name": "probabilities", "dtype": "float32",
+                   "shape": [None, model.num_classes]},
+        "quantization": quantization,
+        "backbone": model.backbone_spec.get_config(),
+        "versions": {"tftransfer": __version__, "keras": keras.__version__,
+                     "tensorflow": tf.__version__},
+    }
