@@ -1,10 +1,8 @@
 """Backbones exported as TF-Hub-format image feature-vector SavedModels."""
 
 import datetime
-import json
 import logging
 import os
-import shutil
 import tempfile
 
 import keras
@@ -18,12 +16,13 @@ from tftransfer.distribute import is_chief
 from tftransfer.errors import VersionExistsError
 from tftransfer.export.publish import publish
 from tftransfer.export.publish import quiet_tensorflow_logs
+from tftransfer.export.publish import staging_directory
+from tftransfer.export.publish import write_metadata
 from tftransfer.export.serving import package_version
 from tftransfer.formats import EXTRA_DIR
 from tftransfer.formats import FEATURE_EXTRACTOR_FORMAT
 from tftransfer.formats import FEATURES_OUTPUT
 from tftransfer.formats import IMAGE_INPUT
-from tftransfer.formats import METADATA_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -118,19 +117,14 @@ def _export_features(backbone, path, overwrite, verify_atol):
     root = _feature_module(backbone, features)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tmp-hub-export-", dir=parent)
-    try:
+    with staging_directory(parent, ".tmp-hub-export-") as staging:
         with quiet_tensorflow_logs():  # it logs the hidden staging path
             tf.saved_model.save(root, staging, signatures={"serving_default": root.serve})
         extra = os.path.join(staging, EXTRA_DIR)
         os.makedirs(extra, exist_ok=True)
-        with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(_feature_metadata(backbone, example, features), f, indent=2)
+        write_metadata(extra, _feature_metadata(backbone, example, features))
         verify_feature_extractor(staging, features, example, verify_atol)
         publish(staging, path, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("Exported a feature extractor to %s", path)
     return path
 

@@ -8,11 +8,8 @@ them. Here only builtin ops are allowed, so a model that needs a Flex op fails
 to convert, with TensorFlow's message, instead of failing on the device.
 """
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 
 import keras
 import numpy as np
@@ -22,8 +19,9 @@ from tftransfer.classifiers.image import ImageClassifier
 from tftransfer.errors import VersionExistsError
 from tftransfer.export.publish import publish
 from tftransfer.export.publish import quiet_tensorflow_logs
-from tftransfer.formats import LABELS_FILE
-from tftransfer.formats import METADATA_FILE
+from tftransfer.export.publish import staging_directory
+from tftransfer.export.publish import write_labels
+from tftransfer.export.publish import write_metadata
 from tftransfer.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -88,20 +86,14 @@ def export_litert(model, path, *, quantization=None, representative_data=None,
                                  f"it, or choose another path. Received: path={path!r}")
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tmp-litert-", dir=parent)
-    try:
+    with staging_directory(parent, ".tmp-litert-") as staging:
         with quiet_tensorflow_logs():
             _probabilities_model(model).export(
                 os.path.join(staging, LITERT_FILE), format="litert", verbose=False,
                 **_converter_settings(model, quantization, representative_data))
-        with open(os.path.join(staging, LABELS_FILE), "w", encoding="utf-8") as f:
-            f.write("".join(f"{name}\n" for name in model.class_names))
-        with open(os.path.join(staging, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(_metadata(model, quantization), f, indent=2)
+        write_labels(staging, model.class_names)
+        write_metadata(staging, _metadata(model, quantization))
         publish(staging, path, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("Exported a LiteRT model to %s", path)
     return path
 

@@ -1,6 +1,7 @@
 """Atomic publishing of export directories, readable by other users."""
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -8,6 +9,8 @@ import shutil
 import tempfile
 
 from tftransfer.errors import VersionExistsError
+from tftransfer.formats import LABELS_FILE
+from tftransfer.formats import METADATA_FILE
 
 
 def existing_versions(export_base):
@@ -62,3 +65,28 @@ def publish(staging, target, overwrite):
     os.rename(target, os.path.join(old, "model"))
     os.rename(staging, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_directory(parent, prefix):
+    """A hidden temporary directory in `parent` (its name is not an integer,
+    so TF Serving never loads it) for an export being written; deleted if
+    the block fails. The caller `publish`es it when it is complete."""
+    staging = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_labels(directory, class_names):
+    """``labels.txt``: one class name a line, in label order."""
+    with open(os.path.join(directory, LABELS_FILE), "w", encoding="utf-8") as f:
+        f.write("".join(f"{name}\n" for name in class_names))
+
+
+def write_metadata(directory, metadata):
+    """``tftransfer.json``."""
+    with open(os.path.join(directory, METADATA_FILE), "w", encoding="utf-8") as f:
+        json.dump(metadata, f, indent=2)

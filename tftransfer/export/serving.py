@@ -13,7 +13,6 @@ import datetime
 import json
 import logging
 import os
-import shutil
 import tempfile
 
 import keras
@@ -26,14 +25,15 @@ from tftransfer.errors import VersionExistsError
 from tftransfer.export.publish import existing_versions
 from tftransfer.export.publish import publish
 from tftransfer.export.publish import quiet_tensorflow_logs
+from tftransfer.export.publish import staging_directory
+from tftransfer.export.publish import write_labels
+from tftransfer.export.publish import write_metadata
 from tftransfer.export.signatures import DEFAULT_SIGNATURE
 from tftransfer.export.signatures import describe
 from tftransfer.export.signatures import serving_function
 from tftransfer.export.signatures import signature_specs
 from tftransfer.export.signatures import verify_export
 from tftransfer.formats import EXTRA_DIR
-from tftransfer.formats import LABELS_FILE
-from tftransfer.formats import METADATA_FILE
 from tftransfer.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -221,8 +221,7 @@ def _export_version(model, export_base, *, version, overwrite, metadata, verify_
             f"replace it. Received: version={version}"
         )
 
-    staging = tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=export_base)
-    try:
+    with staging_directory(export_base, f".tmp-export-{version}-") as staging:
         archive = keras.export.ExportArchive()
         archive.track(model)
         for name, spec in specs.items():
@@ -232,14 +231,9 @@ def _export_version(model, export_base, *, version, overwrite, metadata, verify_
             archive.write_out(staging, verbose=False)
         extra = os.path.join(staging, EXTRA_DIR)
         os.makedirs(extra, exist_ok=True)
-        with open(os.path.join(extra, LABELS_FILE), "w", encoding="utf-8") as f:
-            f.write("".join(f"{name}\n" for name in model.class_names))
-        with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(_metadata(model, specs, version, metadata, top_k), f, indent=2)
+        write_labels(extra, model.class_names)
+        write_metadata(extra, _metadata(model, specs, version, metadata, top_k))
         verify_export(staging, model, specs, verify_atol)
         publish(staging, target, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("Exported version %d to %s", version, target)
     return target
