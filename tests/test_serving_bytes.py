@@ -208,3 +208,23 @@ def test_serving_request_argument_errors():
         tft.serving_request([b"x"], format="rows")
     with pytest.raises(TypeError, match=r"`image` must be a file path.*float64"):
         tft.encode_image(np.zeros((2, 2)))
+
+
+def test_the_warmup_file_holds_a_valid_request_per_signature(exported):
+    pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed")
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, path = exported
+    records = os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
+    loaded = tf.saved_model.load(path)
+    names = []
+    for record in tf.data.TFRecordDataset(records):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        request = log.predict_log.request
+        names.append(request.model_spec.signature_name)
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        out = loaded.signatures[request.model_spec.signature_name](
+            **{k: tf.constant(v) for k, v in inputs.items()})
+        assert out["probabilities"].shape[0] == 2  # the request runs: two examples
+    assert names == ["serving_default", "serving_pixels"]

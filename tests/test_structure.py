@@ -45,6 +45,7 @@ LAZY_IMPORTS = {
     "tensorflow_hub": "imports tf_keras, which takes seconds; only hub URLs need it",
     "tensorflow_text": "registers ops; only the text demo's serving check needs it",
     "matplotlib": "imports in a second; only plots need it",
+    "tensorflow_serving": "optional (the [serving] extra); only the warmup file needs it",
 }
 
 # The command line imports a command's module (and TensorFlow with it) when

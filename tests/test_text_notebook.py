@@ -7,10 +7,8 @@ import pathlib
 
 import pytest
 
-from test_notebooks import CELL_TIMEOUT_S
-from test_notebooks import NOTEBOOKS
-from test_notebooks import _stream_text
-from test_notebooks import _use_this_interpreter_as_python3
+from notebook_runner import NOTEBOOKS
+from notebook_runner import execute_notebook
 
 TEXT_NOTEBOOK = NOTEBOOKS / "text_classification.ipynb"
 CLASS_NAMES = {"negative", "positive"}
@@ -30,9 +28,6 @@ def test_text_notebook_is_valid_nbformat_without_outputs():
 
 @pytest.mark.slow
 def test_text_notebook_runs_offline(monkeypatch, tmp_path):
-    nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed")
-    nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed")
-    pytest.importorskip("ipykernel", reason="ipykernel is not installed")
     pytest.importorskip("keras_hub",
                         reason='keras-hub is not installed: pip install "tftransfer[text]"')
     from tftransfer.demos.text import MiniLMUnavailableError
@@ -43,25 +38,8 @@ def test_text_notebook_runs_offline(monkeypatch, tmp_path):
     except MiniLMUnavailableError as err:
         pytest.skip(str(err))
 
-    _use_this_interpreter_as_python3(monkeypatch, tmp_path)
-    # The kernel inherits this environment.
-    monkeypatch.setenv("TFTRANSFER_NOTEBOOK_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-    tmp_dir = tmp_path / "tmp"  # the notebook's tempfile.mkdtemp() export goes here
-    tmp_dir.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp_dir))
-    work_dir = tmp_path / "work"
-    work_dir.mkdir()
-
-    nb = nbformat.read(TEXT_NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
-                                     startup_timeout=120,
-                                     resources={"metadata": {"path": str(work_dir)}})
-    client.execute()  # raises CellExecutionError if a cell fails
-
-    text = _stream_text(nb)
+    nb, text, work_dir, tmp_dir = execute_notebook(TEXT_NOTEBOOK, monkeypatch, tmp_path,
+                                                   HF_HUB_OFFLINE="1")
     assert "offline smoke run" in text
     assert "phase 2 unfreezes: ['transformer_layer_4', 'transformer_layer_5']" in text
     served_lines = [line for line in text.splitlines() if line.startswith("SERVED: ")]

@@ -33,6 +33,7 @@ from tftransfer.export.signatures import describe
 from tftransfer.export.signatures import serving_function
 from tftransfer.export.signatures import signature_specs
 from tftransfer.export.signatures import verify_export
+from tftransfer.export.warmup import write_warmup
 from tftransfer.formats import EXTRA_DIR
 from tftransfer.version import __version__
 
@@ -81,7 +82,7 @@ def package_version():
     return __version__
 
 
-def export_saved_model(model, export_base, *, inputs=None, top_k=1, version=None,
+def export_saved_model(model, export_base, *, inputs=None, top_k=1, warmup=True, version=None,
                        overwrite=False, metadata=None, verify_atol=1e-4):
     """Exports a classifier as a SavedModel that TF Serving loads as it is.
 
@@ -122,6 +123,10 @@ def export_saved_model(model, export_base, *, inputs=None, top_k=1, version=None
             signature). A text classifier takes ``"text"`` (strings).
         top_k: with top_k > 1 the signatures also return ``top_k_class_ids``,
             ``top_k_class_names`` and ``top_k_probabilities``, best first.
+        warmup: write ``assets.extra/tf_serving_warmup_requests``, one
+            request per signature, which TF Serving replays before serving
+            the version (needs ``tensorflow-serving-api``, the ``[serving]``
+            extra; without it, none is written and an info line is logged).
         version: a positive integer. Default: one above the highest existing
             version (1 for a new base).
         overwrite: replace an existing `version` instead of raising.
@@ -173,7 +178,7 @@ def export_saved_model(model, export_base, *, inputs=None, top_k=1, version=None
             + f". Received: inputs={inputs!r}")
     specs = signature_specs(model, inputs)
     options = {"version": version, "metadata": metadata, "verify_atol": verify_atol,
-               "specs": specs, "top_k": top_k}
+               "specs": specs, "top_k": top_k, "warmup": bool(warmup)}
     if not is_chief(getattr(model, "distribute_strategy", None)):
         return _export_on_other_worker(model, **options)
     return _export_version(model, export_base, overwrite=overwrite, **options)
@@ -203,7 +208,7 @@ def _export_on_other_worker(model, **options):
 
 
 def _export_version(model, export_base, *, version, overwrite, metadata, verify_atol, specs,
-                    top_k):
+                    top_k, warmup):
     """The export proper (arguments checked by `export_saved_model`)."""
     if os.path.exists(export_base) and not os.path.isdir(export_base):
         raise ValueError(
@@ -233,6 +238,9 @@ def _export_version(model, export_base, *, version, overwrite, metadata, verify_
         os.makedirs(extra, exist_ok=True)
         write_labels(extra, model.class_names)
         write_metadata(extra, _metadata(model, specs, version, metadata, top_k))
+        if warmup:
+            write_warmup(staging, specs, model_name=os.path.basename(
+                os.path.abspath(export_base)))
         verify_export(staging, model, specs, verify_atol)
         publish(staging, target, overwrite)
     logger.info("Exported version %d to %s", version, target)
