@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -136,6 +137,17 @@ def litert(model, files, repeats, work):
     return result
 
 
+def cli_help(repeats):
+    """Seconds of `tftransfer --help` in a new process (it imports no TensorFlow)."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tftransfer.cli", "--help"], check=True,
+                       capture_output=True)
+        seconds.append(time.perf_counter() - start)
+    return spread(seconds)
+
+
 def markdown(results):
     s = results["serving"]
     lines = [
@@ -150,6 +162,9 @@ def markdown(results):
         ips = s[name]["images_per_second"]
         lines.append(f"| {name} | {ips['mean']:.1f} ({ips['min']:.1f}-{ips['max']:.1f}) |")
     body = s["rest_body_bytes"]
+    cli = results["cli_help_seconds"]
+    lines += ["", f"`tftransfer --help` in a new process: {cli['mean']:.3f} s "
+                  f"({cli['min']:.3f}-{cli['max']:.3f})."]
     lines += ["", f"REST body for one image: {body['base64_file']:,} bytes as a base64 file "
                   f"(the JPEG is {body['jpeg_file']:,}), {body['pixels_as_json']:,} bytes as "
                   "pixels in JSON.", "",
@@ -185,6 +200,7 @@ def main(argv=None):
                        f"TensorFlow {tf.__version__}, Python {sys.version.split()[0]}",
             "serving": serving(model, files, args.batch_size, args.repeats, work),
             "litert": litert(model, files, args.repeats, work),
+            "cli_help_seconds": cli_help(args.repeats),
         }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "serving.json"), "w") as f:

@@ -108,3 +108,8 @@ def test_tensorflow_internals(tmp_path):
 def test_multi_worker_fixes_install_on_this_keras():
     assert _compat.install_multi_worker_fixes() is True  # idempotent
     assert _compat.multi_worker_fixes_installed()
+
+
+def test_print_msg_prints_as_keras_does(capsys):
+    _compat.print_msg("Phase 1: training the head")
+    assert capsys.readouterr().out == "Phase 1: training the head\n"

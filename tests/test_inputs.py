@@ -166,3 +166,12 @@ def test_classify_errors(data, inputs, message):
     with pytest.raises(ValueError, match=r"`top_k` must be an integer from 1 to the number of "
                                          r"classes \(4\).*Received: top_k=5"):
         model.classify(np.zeros((40, 40, 3)), top_k=5)
+
+
+def test_predict_proba_takes_files_too(data, folder):
+    model = tft.build_classifier("mobilenet_v3_small", data=data, weights=None)
+    first = os.path.join(folder, "c1", "0.png")
+    pixels = tft.load_image(first, image_size=40)[None].astype("float32")
+    np.testing.assert_allclose(model.predict_proba(first, verbose=0),
+                               model.predict_proba(pixels, verbose=0), atol=1e-6)
+    assert model.predict_proba([first, first], verbose=0).shape == (2, 4)

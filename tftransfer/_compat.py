@@ -19,6 +19,7 @@ import tensorflow as tf
 from keras.src.export.saved_model_export_archive import _list_variables_used_by_fns
 from keras.src.saving import saving_lib
 from keras.src.saving import serialization_lib
+from keras.src.utils import io_utils
 from tensorflow.python.util import tf_inspect
 
 try:
@@ -93,6 +94,13 @@ def compile_config(model):
     """The arguments `model.compile` was called with, or None when it was not."""
     config = getattr(model, "_compile_config", None)
     return None if config is None else config.config
+
+
+def print_msg(message):
+    """Prints a line the way Keras prints its progress (to stdout, or to absl
+    logging after `keras.config.disable_interactive_logging()`): for titles
+    of tftransfer's progress bars, shown where Keras's `verbose` shows bars."""
+    io_utils.print_msg(message)
 
 
 # --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ training, written into the export's metadata).
 """
 
 import dataclasses
+import os
 
 import keras
 import tensorflow as tf
@@ -181,6 +182,9 @@ class Classifier(keras.Model):
     def predict_proba(self, x, **kwargs):
         """`predict`, turned into probabilities whatever the output activation.
 
+        `x` may also be what `classify` takes (file paths, folders, encoded
+        bytes, PIL images, or a list of them).
+
         Example:
 
         >>> model = build_classifier("mobilenet_v3_small", num_classes=3,
@@ -188,6 +192,8 @@ class Classifier(keras.Model):
         >>> model.predict_proba(np.zeros((2, 32, 32, 3)), verbose=0).shape
         (2, 3)
         """
+        if _is_input_list(x):  # files, folders, bytes, PIL images: as `classify` reads them
+            _, x = self.classify_inputs(x)
         outputs = self.predict(x, **kwargs)
         return keras.ops.convert_to_numpy(self.probabilities(outputs))
 
@@ -236,3 +242,11 @@ class Classifier(keras.Model):
         """The `ServingSpec` `tftransfer.export_saved_model` builds a
         signature from, for one of `serving_inputs`."""
         raise NotImplementedError(f"{type(self).__name__} must implement `serving_spec()`.")
+
+
+def _is_input_list(x):
+    """Whether `x` is one of `classify`'s inputs other than arrays and datasets."""
+    items = x if isinstance(x, (list, tuple)) else [x]
+    return bool(items) and all(
+        isinstance(i, (str, bytes, os.PathLike)) or type(i).__module__.startswith("PIL.")
+        for i in items)

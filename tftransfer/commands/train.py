@@ -5,8 +5,6 @@ import json
 import os
 import sys
 
-import keras
-
 from tftransfer.backbones.applications import ARCHITECTURES
 from tftransfer.backbones.applications import BY_NORMALIZED_NAME
 from tftransfer.backbones.applications import normalize_name
@@ -25,22 +23,6 @@ REPORT_FILE = "report.json"
 def _given(args, *names):
     """The arguments the user gave: the rest keep the library's defaults."""
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-
-
-class PhaseHeader(keras.callbacks.Callback):
-    """Prints a header as each training phase starts (the Keras progress bar
-    numbers epochs on across phases and names neither)."""
-
-    TITLES = {1: "the head, on the frozen backbone",
-              2: "the top blocks and the head, at the fine-tuning learning rate"}
-
-    def __init__(self, stage):
-        super().__init__()
-        self.stage = stage
-
-    def on_train_begin(self, logs=None):
-        phase = len(getattr(self.model, "training_summary", []) or []) + 1
-        print(f"{self.stage} phase {phase}: training {self.TITLES.get(phase, '')}", flush=True)
 
 
 def image_size(backbone, given):
@@ -74,7 +56,7 @@ def run(args):
                              **_given(args, "dropout"))
     print("[3/4] Training", flush=True)
     fit_two_phase(
-        model, data, callbacks=[PhaseHeader("     ")], verbose=1 if sys.stdout.isatty() else 2,
+        model, data, verbose=1 if sys.stdout.isatty() else 2,
         **_given(args, "head_epochs", "fine_tune_epochs", "learning_rate",
                  "fine_tune_learning_rate", "unfreeze_blocks"))
     model_path = os.path.join(args.out, MODEL_FILE)

@@ -50,6 +50,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer import _compat
 from tftransfer.data.images import IMAGE_EXTENSIONS
 from tftransfer.data.images import BadImage
 from tftransfer.data.images import check_image_size
@@ -134,7 +135,10 @@ def _check_file(path):
 
 def _scan(paths, verbose):
     """Decodes every file fully; returns the reason for each bad one (or None)."""
-    bar = keras.utils.Progbar(len(paths), unit_name="file") if verbose and paths else None
+    bar = None
+    if verbose and paths:
+        _compat.print_msg(f"Checking {len(paths)} image files (each is decoded once)")
+        bar = keras.utils.Progbar(len(paths), unit_name="file")
     reasons = []
     workers = min(32, (os.cpu_count() or 1) + 2)
     with futures.ThreadPoolExecutor(max_workers=workers) as pool:

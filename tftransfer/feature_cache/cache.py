@@ -133,6 +133,8 @@ class FeatureCache:
                     f"Received: cache={self.mode!r}"
                 ) from None
             logger.info("Not caching features: %s. Training uncached.", reason)
+            if fit_kwargs.get("verbose", "auto") != 0:
+                _compat.print_msg(f"Training uncached (the backbone runs every epoch): {reason}")
             return UncachedFit(model, x, y, validation_data, fit_kwargs, reason=str(reason),
                                seed=self.shuffle_seed, first_epoch=first_epoch)
         return CachedFit(model, top, fit_x, fit_y, kwargs, info)
@@ -309,6 +311,9 @@ class FeatureCache:
             hasher = data_hasher()
         progbar = None
         if verbose != 0:
+            _compat.print_msg(
+                f"Running the frozen backbone once over the {source.what} data (cached for "
+                f"every epoch): {total or 'an unknown number of'} batches")
             progbar = keras.utils.Progbar(total, verbose=1 if verbose == "auto" else verbose,
                                           unit_name="batch")
         logger.info("Extracting features at %s over %s batches.",

@@ -106,6 +106,12 @@ class HeadPhase:
             optimizer = _phase_optimizer(self, self.learning_rate)
         return optimizer, {"learning_rate": _number(self.learning_rate), "unfrozen_blocks": []}
 
+    def title(self, info):
+        """A line for the phase's progress: what trains."""
+        return f"training the head on the frozen backbone (learning rate {self.learning_rate:g})" \
+            if isinstance(self.learning_rate, (int, float)) else \
+            "training the head on the frozen backbone"
+
     def message_argument(self):
         """The argument to name when the loss is not finite (None: the user's
         own optimizer, whose rate the message cannot name)."""
@@ -203,6 +209,12 @@ class FineTunePhase:
                 optimizer = discriminative_optimizer(
                     schedule, multipliers, **_template_settings(self.optimizer))
         return optimizer, info
+
+    def title(self, info):
+        """A line for the phase's progress: what trains."""
+        blocks = info["unfrozen_blocks"]
+        return (f"fine-tuning {', '.join(blocks)} with the head (peak learning rate "
+                f"{self.learning_rate:g})")
 
     message_argument = HeadPhase.message_argument
 

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer import _compat
 from tftransfer.data.class_weights import compute_class_weight
 from tftransfer.distribute import prepare
 from tftransfer.feature_cache.cache import FeatureCache
@@ -107,6 +108,9 @@ def _run_phase(model, phase, x, y, validation_data, *, initial_epoch, fit_kwargs
     if state_dir is not None:
         callbacks.append(state_dir.callback(state=state, early_stopping=early_stopping))
     logger.info("Phase %d: %s", phase.number, info)
+    if fit_kwargs.get("verbose", "auto") != 0:
+        _compat.print_msg(f"Phase {phase.number}: {phase.title(info)}, epochs "
+                          f"{first + 1}-{initial_epoch + phase.epochs}")
     plan = cache.plan(model, x, y, validation_data, fit_kwargs=fit_kwargs,
                       next_trainable=next_trainable, first_epoch=first)
     history = plan.fit(epochs=initial_epoch + phase.epochs, initial_epoch=first,
