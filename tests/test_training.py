@@ -407,3 +407,21 @@ def test_the_schedule_counts_the_steps_validation_split_leaves():
     tft.fine_tune(model, x, y=y, epochs=2, unfreeze_blocks=1, warmup=0.0, batch_size=4,
                   validation_split=0.25, early_stopping=False, verbose=0)
     assert model.optimizer._learning_rate.decay_steps == 2 * 3
+
+
+def test_label_smoothing_on_integer_labels():
+    x, y = labelled(n=16)
+    model = tiny_classifier()
+    tft.fit_head(model, x, y=y, epochs=1, label_smoothing=0.2, batch_size=8, verbose=0)
+    loss = model.loss
+    assert isinstance(loss, tft.classifiers.losses.SparseCategoricalCrossentropyWithSmoothing)
+    assert loss.label_smoothing == 0.2
+    logits = np.array([[3.0, 0.0, -1.0]], "float32")
+    expected = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2)(
+        np.array([[1.0, 0.0, 0.0]]), logits)
+    np.testing.assert_allclose(float(loss(np.array([0]), logits)), float(expected), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"`label_smoothing` applies to loss='auto'"):
+        tft.fit_head(model, x, y=y, epochs=1, label_smoothing=0.1, loss="mse", verbose=0)
+    with pytest.raises(ValueError, match=r"`label_smoothing` must be a number in \[0, 1\).*"
+                                         r"Received: label_smoothing=1.5"):
+        tft.fit_head(model, x, y=y, epochs=1, label_smoothing=1.5, verbose=0)

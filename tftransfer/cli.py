@@ -187,7 +187,8 @@ def _train_parser(sub):
             ("--learning-rate", float, "phase 1's learning rate"),
             ("--fine-tune-learning-rate", float, "phase 2's peak learning rate"),
             ("--unfreeze-blocks", int, "backbone blocks unfrozen in phase 2, from the top"),
-            ("--dropout", float, "the head's dropout rate")):
+            ("--dropout", float, "the head's dropout rate"),
+            ("--label-smoothing", float, "smooth the training targets by this much, e.g. 0.1")):
         train.add_argument(flag, type=kind, default=None, help=f"{what} (default: the library's)")
     train.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up lines")
     train.set_defaults(func=_run("tftransfer.commands.train", "run"))

@@ -18,6 +18,7 @@ from tftransfer.backbones.spec import BackboneSpec
 from tftransfer.backbones.spec import backbone_spec
 from tftransfer.classifiers.head import ClassificationHead
 from tftransfer.classifiers.head import resolve_class_names
+from tftransfer.classifiers.losses import SparseCategoricalCrossentropyWithSmoothing
 from tftransfer.classifiers.predictions import check_top_k
 from tftransfer.classifiers.predictions import predictions
 from tftransfer.layers import InferenceModeCall
@@ -139,7 +140,8 @@ class Classifier(keras.Model):
         spec = backbone_spec(backbone)
         return spec.replace(block_pattern=legacy_pattern)
 
-    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
+    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", label_smoothing=0.0,
+                **kwargs):
         """Configures the model for training, with `"auto"` defaults.
 
         Args:
@@ -150,6 +152,11 @@ class Classifier(keras.Model):
                 multi-hot labels), with ``from_logits`` set from the output
                 activation.
             metrics: `"auto"`: accuracy (binary accuracy for multi-label).
+            label_smoothing: for ``loss="auto"``, in [0, 1): the labels'
+                targets are smoothed towards the uniform distribution by this
+                much (`SparseCategoricalCrossentropyWithSmoothing` for single
+                labels, Keras's `BinaryCrossentropy(label_smoothing=...)` for
+                multi-label).
             **kwargs: passed to `keras.Model.compile`.
         """
         from_logits = self.activation is None
@@ -157,7 +164,11 @@ class Classifier(keras.Model):
             optimizer = keras.optimizers.Adam(learning_rate=1e-3)
         if loss == "auto":
             if self.multi_label:
-                loss = keras.losses.BinaryCrossentropy(from_logits=from_logits)
+                loss = keras.losses.BinaryCrossentropy(from_logits=from_logits,
+                                                       label_smoothing=label_smoothing)
+            elif label_smoothing:
+                loss = SparseCategoricalCrossentropyWithSmoothing(label_smoothing,
+                                                                  from_logits=from_logits)
             else:
                 loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
         if metrics == "auto":

@@ -58,7 +58,7 @@ def run(args):
     fit_two_phase(
         model, data, verbose=1 if sys.stdout.isatty() else 2,
         **_given(args, "head_epochs", "fine_tune_epochs", "learning_rate",
-                 "fine_tune_learning_rate", "unfreeze_blocks"))
+                 "fine_tune_learning_rate", "unfreeze_blocks", "label_smoothing"))
     model_path = os.path.join(args.out, MODEL_FILE)
     model.save(model_path)
     split = "test" if data.test is not None else "validation"

@@ -38,6 +38,7 @@ class TrainingOptions:
     function: str
     loss: object = "auto"
     metrics: object = "auto"
+    label_smoothing: float = 0.0
     early_stopping: object = DEFAULT_PATIENCE
     checkpoint_dir: str = None
     log_dir: str = None
@@ -45,7 +46,8 @@ class TrainingOptions:
     fit_kwargs: dict = dataclasses.field(default_factory=dict)
 
 
-def training_options(function, *, loss="auto", metrics="auto", early_stopping=True,
+def training_options(function, *, loss="auto", metrics="auto", label_smoothing=0.0,
+                     early_stopping=True,
                      checkpoint_dir=None, log_dir=None, cache="auto", cache_dir=None,
                      cache_memory_limit=None, fit_kwargs=None):
     """Checks the shared arguments of the training functions; returns
@@ -61,10 +63,19 @@ def training_options(function, *, loss="auto", metrics="auto", early_stopping=Tr
     if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
         raise TypeError("`checkpoint_dir` must be a directory path. "
                         f"Received: checkpoint_dir={checkpoint_dir!r}")
+    if label_smoothing and loss != "auto":
+        raise ValueError(
+            "`label_smoothing` applies to loss='auto'; with your own loss, set it there. "
+            f"Received: label_smoothing={label_smoothing!r}, loss={loss!r}")
+    if isinstance(label_smoothing, bool) or not isinstance(
+            label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
+        raise ValueError("`label_smoothing` must be a number in [0, 1), e.g. 0.1. "
+                         f"Received: label_smoothing={label_smoothing!r}")
     return TrainingOptions(
         function=function,
         loss=loss,
         metrics=metrics,
+        label_smoothing=float(label_smoothing),
         early_stopping=check_early_stopping(early_stopping),
         checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
         log_dir=check_log_dir(log_dir),

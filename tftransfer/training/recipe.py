@@ -27,6 +27,7 @@ def fit_head(
     optimizer=None,
     loss="auto",
     metrics="auto",
+    label_smoothing=0.0,
     early_stopping=True,
     checkpoint_dir=None,
     log_dir=None,
@@ -51,6 +52,8 @@ def fit_head(
         learning_rate: Adam's learning rate (ignored with `optimizer`).
         optimizer: a Keras optimizer instead of Adam.
         loss, metrics: passed to `model.compile` (`"auto"` by default).
+        label_smoothing: for ``loss="auto"``: smooth the targets by this much
+            (in [0, 1), e.g. 0.1; see `tftransfer.Classifier.compile`).
         early_stopping: ``True`` (default): stop when the validation loss
             (the training loss without validation data) has not improved for
             3 epochs, and end with the best epoch's weights; an integer sets
@@ -95,6 +98,7 @@ def fit_head(
     [1]
     """
     options = training_options("fit_head", loss=loss, metrics=metrics,
+                               label_smoothing=label_smoothing,
                                early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
                                log_dir=log_dir, cache=cache, cache_dir=cache_dir,
                                cache_memory_limit=cache_memory_limit, fit_kwargs=fit_kwargs)
@@ -118,6 +122,7 @@ def fine_tune(
     optimizer=None,
     loss="auto",
     metrics="auto",
+    label_smoothing=0.0,
     early_stopping=True,
     checkpoint_dir=None,
     log_dir=None,
@@ -156,7 +161,7 @@ def fine_tune(
             below at ``learning_rate * decay``, the next at ``decay**2``
             times it, and so on (e.g. 0.5). Default: one rate for all.
             Not with `from_layer` or `optimizer`.
-        optimizer, loss, metrics, early_stopping, checkpoint_dir, log_dir,
+        optimizer, loss, metrics, label_smoothing, early_stopping, checkpoint_dir, log_dir,
         cache, cache_dir, cache_memory_limit, **fit_kwargs: as for
             `fit_head`.
 
@@ -164,6 +169,7 @@ def fine_tune(
         The `keras.callbacks.History`, with a ``"phase"`` entry of 2s.
     """
     options = training_options("fine_tune", loss=loss, metrics=metrics,
+                               label_smoothing=label_smoothing,
                                early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
                                log_dir=log_dir, cache=cache, cache_dir=cache_dir,
                                cache_memory_limit=cache_memory_limit, fit_kwargs=fit_kwargs)
@@ -195,6 +201,7 @@ def fit_two_phase(
     optimizer=None,
     loss="auto",
     metrics="auto",
+    label_smoothing=0.0,
     early_stopping=True,
     checkpoint_dir=None,
     log_dir=None,
@@ -248,7 +255,7 @@ def fit_two_phase(
             phase, with that phase's learning rate (phase 2: the warmup and
             cosine schedule; with `block_learning_rate_decay`, one copy per
             block), so the two phases never share optimizer state.
-        loss, metrics: passed to `model.compile` in both phases.
+        loss, metrics, label_smoothing: as for `fit_head`, in both phases.
         early_stopping: as for `fit_head`, in each phase: phase 1 may end
             early and phase 2 then starts from phase 1's best epoch.
         checkpoint_dir: makes the run resumable (see above).
@@ -280,6 +287,7 @@ def fit_two_phase(
     ([1, 2], [0, 1])
     """
     options = training_options("fit_two_phase", loss=loss, metrics=metrics,
+                               label_smoothing=label_smoothing,
                                early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
                                log_dir=log_dir, cache=cache, cache_dir=cache_dir,
                                cache_memory_limit=cache_memory_limit, fit_kwargs=fit_kwargs)

@@ -81,7 +81,8 @@ def _run_phase(model, phase, x, y, validation_data, *, initial_epoch, fit_kwargs
     optimizer, info = phase.prepare(model, steps_per_epoch(x, fit_kwargs))
     prepare(model.distribute_strategy)
     with model.distribute_strategy.scope():
-        model.compile(optimizer=optimizer, loss=options.loss, metrics=options.metrics)
+        extra = {"label_smoothing": options.label_smoothing} if options.label_smoothing else {}
+        model.compile(optimizer=optimizer, loss=options.loss, metrics=options.metrics, **extra)
     state_dir = checkpoint.phase(phase.number) if checkpoint is not None else None
     done = state_dir.done() if state_dir is not None else None
     if done is not None:
