@@ -80,3 +80,17 @@ def execute_notebook(path, monkeypatch, tmp_path, **env):
               for output in cell.outputs if output.output_type == "error"]
     assert not errors, errors
     return nb, stream_text(nb), work_dir, tmp_dir
+
+
+def assert_valid_without_outputs(path):
+    """The notebook at `path` is valid nbformat 4 with a python3 kernel, and
+    stored without outputs or execution counts."""
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed")
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4 and nb.metadata.kernelspec.name == "python3"
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code_cells
+    for cell in code_cells:
+        assert cell.outputs == [], f"stored outputs in cell {cell.get('id')}"
+        assert cell.execution_count is None, f"stored execution count in cell {cell.get('id')}"

@@ -11,6 +11,7 @@ import pathlib
 import pytest
 
 from notebook_runner import NOTEBOOKS
+from notebook_runner import assert_valid_without_outputs
 from notebook_runner import execute_notebook
 
 QUICKSTART = NOTEBOOKS / "quickstart.ipynb"
@@ -18,16 +19,7 @@ DIGIT_NAMES = {str(d) for d in range(10)}
 
 
 def test_quickstart_is_valid_nbformat_without_outputs():
-    nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed")
-    nb = nbformat.read(QUICKSTART, as_version=4)
-    nbformat.validate(nb)
-    assert nb.nbformat == 4
-    assert nb.metadata.kernelspec.name == "python3"
-    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
-    assert code_cells
-    for cell in code_cells:
-        assert cell.outputs == [], f"stored outputs in cell {cell.get('id')}"
-        assert cell.execution_count is None, f"stored execution count in cell {cell.get('id')}"
+    assert_valid_without_outputs(QUICKSTART)
 
 
 @pytest.mark.slow

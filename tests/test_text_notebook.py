@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 from notebook_runner import NOTEBOOKS
+from notebook_runner import assert_valid_without_outputs
 from notebook_runner import execute_notebook
 
 TEXT_NOTEBOOK = NOTEBOOKS / "text_classification.ipynb"
@@ -15,15 +16,7 @@ CLASS_NAMES = {"negative", "positive"}
 
 
 def test_text_notebook_is_valid_nbformat_without_outputs():
-    nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed")
-    nb = nbformat.read(TEXT_NOTEBOOK, as_version=4)
-    nbformat.validate(nb)
-    assert nb.nbformat == 4 and nb.metadata.kernelspec.name == "python3"
-    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
-    assert code_cells
-    for cell in code_cells:
-        assert cell.outputs == [], f"stored outputs in cell {cell.get('id')}"
-        assert cell.execution_count is None, f"stored execution count in cell {cell.get('id')}"
+    assert_valid_without_outputs(TEXT_NOTEBOOK)
 
 
 @pytest.mark.slow
