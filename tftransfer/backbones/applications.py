@@ -102,6 +102,19 @@ BY_NORMALIZED_NAME = {
 }
 
 
+def has_path_syntax(text):
+    """Whether `text` reads as a file path rather than a backbone name."""
+    return os.sep in text or "/" in text or text.startswith((".", "~"))
+
+
+def find_architecture(text):
+    """The table's key for a backbone name (any case and separators), or
+    None for anything else (a path, a URL, an unknown name)."""
+    if not isinstance(text, str) or has_path_syntax(text):
+        return None
+    return BY_NORMALIZED_NAME.get(normalize_name(text))
+
+
 def _resolve_name(name):
     key = BY_NORMALIZED_NAME.get(normalize_name(name))
     if key is None:

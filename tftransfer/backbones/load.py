@@ -5,9 +5,9 @@ import re
 
 import keras
 
-from tftransfer.backbones.applications import BY_NORMALIZED_NAME
 from tftransfer.backbones.applications import ImageBackbone
-from tftransfer.backbones.applications import normalize_name
+from tftransfer.backbones.applications import find_architecture
+from tftransfer.backbones.applications import has_path_syntax
 from tftransfer.backbones.applications import unknown_name_error
 from tftransfer.backbones.hub import HubLayer
 from tftransfer.backbones.hub import is_saved_model_dir
@@ -139,15 +139,11 @@ def load_backbone(backbone, *, input_shape=None, weights="imagenet", cut_at=None
     return model
 
 
-def _has_path_syntax(text):
-    return os.sep in text or "/" in text or text.startswith((".", "~"))
-
-
 def _load_from_spec(spec, input_shape, weights, cut_at, block_pattern):
     text = os.fspath(spec)
     if is_url(text):
         return _hub_backbone(text, input_shape, cut_at, block_pattern)
-    if not _has_path_syntax(text) and normalize_name(text) in BY_NORMALIZED_NAME:
+    if find_architecture(text) is not None:
         model = ImageBackbone(architecture=text, input_shape=input_shape, weights=weights,
                               block_pattern=block_pattern)
         return model if cut_at is None else cut_model(model, cut_at)
@@ -171,7 +167,7 @@ def _load_from_spec(spec, input_shape, weights, cut_at, block_pattern):
             "`.keras` files, SavedModel directories and TF-Hub URLs. "
             f"Received: backbone={spec!r}"
         )
-    if _has_path_syntax(text):
+    if has_path_syntax(text):
         raise ValueError(
             f"There is no file or directory at {path!r}. Received: backbone={spec!r}"
         )

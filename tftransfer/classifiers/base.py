@@ -9,7 +9,6 @@ training, written into the export's metadata).
 """
 
 import dataclasses
-import os
 
 import keras
 import tensorflow as tf
@@ -20,6 +19,7 @@ from tftransfer.classifiers.head import ClassificationHead
 from tftransfer.classifiers.head import resolve_class_names
 from tftransfer.classifiers.losses import SparseCategoricalCrossentropyWithSmoothing
 from tftransfer.classifiers.predictions import check_top_k
+from tftransfer.classifiers.predictions import is_classify_input
 from tftransfer.classifiers.predictions import predictions
 from tftransfer.layers import InferenceModeCall
 
@@ -203,7 +203,7 @@ class Classifier(keras.Model):
         >>> model.predict_proba(np.zeros((2, 32, 32, 3)), verbose=0).shape
         (2, 3)
         """
-        if _is_input_list(x):  # files, folders, bytes, PIL images: as `classify` reads them
+        if is_classify_input(x):  # files, folders, bytes, PIL images: as `classify` reads them
             _, x = self.classify_inputs(x)
         outputs = self.predict(x, **kwargs)
         return keras.ops.convert_to_numpy(self.probabilities(outputs))
@@ -254,10 +254,3 @@ class Classifier(keras.Model):
         signature from, for one of `serving_inputs`."""
         raise NotImplementedError(f"{type(self).__name__} must implement `serving_spec()`.")
 
-
-def _is_input_list(x):
-    """Whether `x` is one of `classify`'s inputs other than arrays and datasets."""
-    items = x if isinstance(x, (list, tuple)) else [x]
-    return bool(items) and all(
-        isinstance(i, (str, bytes, os.PathLike)) or type(i).__module__.startswith("PIL.")
-        for i in items)

@@ -14,6 +14,7 @@ from PIL import Image
 from tftransfer.data.images import IMAGE_EXTENSIONS
 from tftransfer.data.images import decode_image_bytes
 from tftransfer.data.images import load_image
+from tftransfer.data.images import resize_image
 from tftransfer.data.images import to_rgb
 
 
@@ -76,6 +77,15 @@ def check_top_k(top_k, num_classes):
     return top_k
 
 
+def is_classify_input(x):
+    """Whether `x` is one of `classify`'s own kinds of input (file paths,
+    folders, encoded bytes, PIL images, or a list of them), not an array or
+    a dataset."""
+    items = x if isinstance(x, (list, tuple)) else [x]
+    return bool(items) and all(
+        isinstance(i, (str, bytes, os.PathLike, Image.Image)) for i in items)
+
+
 def image_inputs(inputs, shape):
     """``(sources, float32 batch)`` from paths, folders, encoded bytes, PIL
     images and arrays (one image ``(h, w[, c])`` or a batch), decoded and
@@ -124,9 +134,9 @@ def _image(item, source, shape):
         except ValueError as err:
             raise ValueError(f"{source}: {err} Pass an encoded JPEG, PNG, GIF, BMP or WebP "
                              "image.") from None
-        rgb = _resize(rgb, height, width)
+        rgb = resize_image(rgb, (height, width))
     elif isinstance(item, Image.Image):
-        rgb = _resize(np.asarray(to_rgb(item)), height, width)
+        rgb = resize_image(np.asarray(to_rgb(item)), (height, width))
     else:
         array = np.asarray(item)
         if array.ndim not in (2, 3):
@@ -137,12 +147,6 @@ def _image(item, source, shape):
     if channels == 1:
         rgb = np.asarray(Image.fromarray(rgb).convert("L"))[..., None]
     return rgb.astype("float32")
-
-
-def _resize(rgb, height, width):
-    if rgb.shape[:2] == (height, width):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def _sized(batch, shape):

@@ -6,8 +6,7 @@ import os
 import sys
 
 from tftransfer.backbones.applications import ARCHITECTURES
-from tftransfer.backbones.applications import BY_NORMALIZED_NAME
-from tftransfer.backbones.applications import normalize_name
+from tftransfer.backbones.applications import find_architecture
 from tftransfer.backbones.load import load_backbone
 from tftransfer.classifiers.image import build_classifier
 from tftransfer.data.folders import image_dataset_from_folder
@@ -25,16 +24,17 @@ def _given(args, *names):
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
-def image_size(backbone, given):
-    """`--image-size`, else the backbone's: a name's default size, a model
-    file's input size."""
-    if given is not None:
-        return given
-    if isinstance(backbone, str) and normalize_name(backbone) in BY_NORMALIZED_NAME:
-        return ARCHITECTURES[BY_NORMALIZED_NAME[normalize_name(backbone)]].default_size
-    shape = load_backbone(backbone).input_shape
+def backbone_and_size(backbone, given):
+    """The backbone to build on and the image size: `--image-size`, else a
+    name's default size, else the input size of the model the backbone loads
+    as (loaded here, once, and handed on as the model)."""
+    key = find_architecture(backbone)
+    if given is not None or key is not None:
+        return backbone, given or ARCHITECTURES[key].default_size
+    model = load_backbone(backbone)
+    shape = model.input_shape
     if isinstance(shape, tuple) and len(shape) == 4 and None not in shape[1:3]:
-        return shape[1:3]
+        return model, shape[1:3]
     raise ValueError(
         f"Pass --image-size: the backbone {backbone!r} does not say what size it takes. "
         "Received: --image-size=None")
@@ -42,7 +42,7 @@ def image_size(backbone, given):
 
 def run(args):
     weights = {"none": None}.get(str(args.weights).lower(), args.weights)
-    size = image_size(args.backbone, args.image_size)
+    backbone, size = backbone_and_size(args.backbone, args.image_size)
     os.makedirs(args.out, exist_ok=True)
     print(f"[1/4] Scanning {args.data_dir}", flush=True)
     data = image_dataset_from_folder(
@@ -52,7 +52,7 @@ def run(args):
     if data.report is not None and data.report.bad_files:
         print(f"      left out {len(data.report.bad_files)} bad files (see report.json)")
     print(f"[2/4] Building a classifier on {args.backbone}", flush=True)
-    model = build_classifier(args.backbone, data=data, weights=weights,
+    model = build_classifier(backbone, data=data, weights=weights,
                              **_given(args, "dropout"))
     print("[3/4] Training", flush=True)
     fit_two_phase(

@@ -302,11 +302,14 @@ def tf_decode_images(images, size, channels=3):
                      fn_output_signature=tf.TensorSpec([*size, channels], tf.float32))
 
 
-def encode_png(rgb):
-    """Lossless PNG bytes of a uint8 RGB (or one-channel) image array."""
-    pixels = np.asarray(rgb, np.uint8)
-    if pixels.ndim == 3 and pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]  # grayscale
+def encode_png(image):
+    """Lossless PNG bytes of a PIL image (any mode) or of a uint8 RGB (or
+    one-channel) image array."""
+    if not isinstance(image, Image.Image):
+        pixels = np.asarray(image, np.uint8)
+        if pixels.ndim == 3 and pixels.shape[-1] == 1:
+            pixels = pixels[..., 0]  # grayscale
+        image = Image.fromarray(pixels)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
+    image.save(buffer, "PNG")
     return buffer.getvalue()

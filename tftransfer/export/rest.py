@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
+from tftransfer.data.images import encode_png
 from tftransfer.formats import IMAGE_INPUT
 
 _ORIENTATION = 0x0112  # the EXIF tag
@@ -43,25 +44,18 @@ def encode_image(image):
                 rotated = opened.getexif().get(_ORIENTATION, 1) not in (0, 1)
                 if not rotated:
                     return bytes(image)
-                return _png(ImageOps.exif_transpose(opened))
+                return encode_png(ImageOps.exif_transpose(opened))
         except OSError:
             return bytes(image)  # not an image to Pillow: the server will say so
     if isinstance(image, Image.Image):
-        return _png(ImageOps.exif_transpose(image))
+        return encode_png(ImageOps.exif_transpose(image))
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise TypeError(
             "`image` must be a file path, encoded image bytes, a PIL image or a uint8 array "
             f"(height, width[, channels]). Received: image of type {type(image).__name__}"
             + (f" with dtype {array.dtype} and shape {array.shape}" if array.ndim else ""))
-    return _png(Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1
-                                else array))
-
-
-def _png(image):
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
+    return encode_png(array)
 
 
 def serving_request(images, *, format="instances", signature_name=None, input_name=IMAGE_INPUT):

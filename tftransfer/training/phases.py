@@ -33,15 +33,22 @@ def _optimizer_name(optimizer):
     return None if optimizer is None else getattr(optimizer, "name", str(optimizer))
 
 
-def copy_optimizer(template, learning_rate):
-    """A new optimizer of `template`'s class and settings with `learning_rate`
-    (a number or a schedule): each phase gets its own."""
+def template_settings(template):
+    """``(class, settings)`` of a template optimizer (or its name): its
+    config without the learning rate and the name, which each copy sets."""
     if isinstance(template, str):
         template = keras.optimizers.get(template)
     config = template.get_config()
     config.pop("learning_rate", None)
     config.pop("name", None)
-    return type(template)(learning_rate=learning_rate, **config)
+    return type(template), config
+
+
+def copy_optimizer(template, learning_rate):
+    """A new optimizer of `template`'s class and settings with `learning_rate`
+    (a number or a schedule): each phase gets its own."""
+    cls, config = template_settings(template)
+    return cls(learning_rate=learning_rate, **config)
 
 
 def check_optimizer(optimizer):
@@ -108,9 +115,10 @@ class HeadPhase:
 
     def title(self, info):
         """A line for the phase's progress: what trains."""
-        return f"training the head on the frozen backbone (learning rate {self.learning_rate:g})" \
-            if isinstance(self.learning_rate, (int, float)) else \
-            "training the head on the frozen backbone"
+        title = "training the head on the frozen backbone"
+        if isinstance(self.learning_rate, (int, float)):
+            title += f" (learning rate {self.learning_rate:g})"
+        return title
 
     def message_argument(self):
         """The argument to name when the loss is not finite (None: the user's
@@ -207,7 +215,7 @@ class FineTunePhase:
                 multipliers = block_multipliers(get_blocks(model), unfrozen,
                                                 decay=self.block_learning_rate_decay)
                 optimizer = discriminative_optimizer(
-                    schedule, multipliers, **_template_settings(self.optimizer))
+                    schedule, multipliers, **_discriminative_settings(self.optimizer))
         return optimizer, info
 
     def title(self, info):
@@ -227,20 +235,16 @@ def _phase_optimizer(phase, learning_rate):
     return phase.optimizer
 
 
-def _template_settings(template):
-    """`discriminative_optimizer` arguments for the class and settings of a
-    template optimizer (none for Adam)."""
+def _discriminative_settings(template):
+    """`discriminative_optimizer` arguments for a template optimizer's class
+    and settings (none for Adam)."""
     if template is None:
         return {}
-    if isinstance(template, str):
-        template = keras.optimizers.get(template)
-    config = template.get_config()
-    config.pop("learning_rate", None)
-    config.pop("name", None)
+    cls, config = template_settings(template)
     for key in ("global_clipnorm", "loss_scale_factor"):  # refused per group when set
         if config.get(key) is None:
             config.pop(key, None)
-    return {"optimizer": type(template), **config}
+    return {"optimizer": cls, **config}
 
 
 def _number(value):
