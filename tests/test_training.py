@@ -425,3 +425,14 @@ def test_label_smoothing_on_integer_labels():
     with pytest.raises(ValueError, match=r"`label_smoothing` must be a number in \[0, 1\).*"
                                          r"Received: label_smoothing=1.5"):
         tft.fit_head(model, x, y=y, epochs=1, label_smoothing=1.5, verbose=0)
+
+
+def test_no_fine_tune_epochs_asks_nothing_of_the_blocks():
+    """A backbone with one block trains its head with fine_tune_epochs=0,
+    whatever unfreeze_blocks says (the default asks for 2)."""
+    x, y = labelled(n=8)
+    model = tft.build_classifier(tiny_backbone(blocks=1), num_classes=3)
+    history = tft.fit_two_phase(model, x, y=y, head_epochs=1, fine_tune_epochs=0, verbose=0)
+    assert history.history["phase"] == [1]
+    with pytest.raises(ValueError, match=r"Cannot unfreeze 2 blocks: backbone .* has 1"):
+        tft.fit_two_phase(model, x, y=y, head_epochs=1, fine_tune_epochs=1, verbose=0)

@@ -179,6 +179,8 @@ class FineTunePhase:
                     f"from_layer={self.from_layer!r}, optimizer={self.optimizer!r}"
                 )
             block_multipliers({}, [], decay=decay)  # checks the value
+        if not self.epochs:
+            return set()  # the phase does not run: there is nothing to unfreeze
         _, ids = select_trainable(model, None if self.from_layer else self.unfreeze_blocks,
                                   self.from_layer)
         return ids
