@@ -158,6 +158,21 @@ def test_a_batch_with_a_bad_image_fails_naming_its_index(exported, tmp_path):
     assert "images[2] is not a JPEG, PNG, GIF, BMP or WebP image (12 bytes)" in answer["error"]
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_truncated_image_with_a_valid_header_fails_naming_its_index(exported, tmp_path, fmt):
+    """An interrupted upload: the header is right, the data end early. The
+    decoder's own error names no index; the signature's does."""
+    _, path = exported
+    buffer = io.BytesIO()
+    Image.fromarray(_photos(1)[0]).save(buffer, fmt)
+    good = buffer.getvalue()
+    cut = good[:len(good) // 2]
+    for batch, index in (([good, cut, good], 1), ([cut], 0)):
+        body = {"instances": [{"images": {"b64": base64.b64encode(b).decode()}} for b in batch]}
+        answer = _serve(path, body, tmp_path)
+        assert f"images[{index}] is truncated or corrupt" in answer["error"], answer
+
+
 def test_pixel_signature_refuses_another_size(exported, tmp_path):
     _, path = exported
     body = {"signature_name": "serving_pixels",

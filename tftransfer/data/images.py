@@ -274,32 +274,50 @@ def tf_decode_image(data, size):
 def tf_decode_images(images, size, channels=3):
     """A batch of encoded images (`tf.string` ``[batch]``) to float32 pixels
     ``[batch, *size, channels]`` (see `tf_decode_image`; ``channels=1``: the
-    RGB image's luma, for grayscale models). A string that is not a JPEG,
-    PNG, GIF, BMP or WebP image fails the whole batch with an InvalidArgument
-    error that names its index."""
+    RGB image's luma, for grayscale models).
+
+    A string that is not a JPEG, PNG, GIF, BMP or WebP image, or one that is
+    truncated or corrupt, fails the whole batch with an InvalidArgument error
+    that names its index. The images decode in parallel in a `tf.data`
+    pipeline whose failed elements are dropped (`ignore_errors`), so that the
+    missing index can be named: the decoder's own error names none."""
     if channels not in (1, 3):
         raise ValueError(
             "Encoded images decode to RGB (3 channels) or grayscale (1) pixels. "
             f"Received: channels={channels!r}")
-    padded = tf.strings.join([images, tf.constant(b"\0" * 12)])
-
-    def decode(args):
-        index, data, head = args
-        known = tf.reduce_any(tf.stack([
-            tf.equal(tf.strings.substr(head, start, len(magic)), magic)
-            for start, magic in _SIGNATURES]))
-        check = tf.debugging.Assert(known, [tf.strings.format(
-            "images[{}] is not a JPEG, PNG, GIF, BMP or WebP image ({} bytes)",
-            (index, tf.strings.length(data)))])
-        with tf.control_dependencies([check]):
-            rgb = tf_decode_image(data, size)
-        if channels == 1:
-            return tf.round(tf.image.rgb_to_grayscale(rgb))
-        return rgb
-
     count = tf.shape(images)[0]
-    return tf.map_fn(decode, (tf.range(count), images, padded),
-                     fn_output_signature=tf.TensorSpec([*size, channels], tf.float32))
+    indices = tf.range(count)
+    head = tf.strings.substr(tf.strings.join([images, tf.constant(b"\0" * 12)]), 0, 12)
+    known = tf.reduce_any(tf.stack([
+        tf.equal(tf.strings.substr(head, start, len(magic)), magic)
+        for start, magic in _SIGNATURES]), axis=0)
+    unknown = _first(tf.logical_not(known), count)
+    check = tf.debugging.Assert(tf.reduce_all(known), [tf.strings.format(
+        "images[{}] is not a JPEG, PNG, GIF, BMP or WebP image ({} bytes)",
+        (unknown, tf.gather(tf.concat([tf.strings.length(images), [0]], 0), unknown)))])
+
+    def decode(index, data):
+        rgb = tf_decode_image(data, size)
+        return index, tf.round(tf.image.rgb_to_grayscale(rgb)) if channels == 1 else rgb
+
+    with tf.control_dependencies([check]):
+        pipeline = tf.data.Dataset.from_tensor_slices((indices, images)).map(
+            decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    nothing = tf.data.Dataset.from_tensors(
+        (tf.zeros([0], tf.int32), tf.zeros([0, *size, channels], tf.float32)))
+    decoded, pixels = (pipeline.ignore_errors().batch(1 << 30).concatenate(nothing)
+                       .take(1).get_single_element())
+    failed = tf.logical_not(tf.reduce_any(tf.equal(indices[:, None], decoded[None, :]), axis=1))
+    corrupt = tf.debugging.Assert(tf.equal(tf.shape(decoded)[0], count), [tf.strings.format(
+        "images[{}] is truncated or corrupt: TensorFlow's image decoder refused it",
+        (_first(failed, count),))])
+    with tf.control_dependencies([corrupt]):
+        return tf.identity(pixels)
+
+
+def _first(mask, count):
+    """The first index where `mask` holds, or `count`."""
+    return tf.reduce_min(tf.concat([tf.boolean_mask(tf.range(count), mask), [count]], axis=0))
 
 
 def encode_png(image):
