@@ -54,10 +54,14 @@ def test_export_round_trip_in_a_process_without_tftransfer(trained, tmp_path):
     assert not any(m.startswith("tftransfer") for m in served["modules"])
 
 
-def test_versions_count_up_and_labels_and_metadata_are_written(trained, tmp_path):
+def test_versions_count_up_and_labels_and_metadata_are_written(trained, tmp_path, capsys):
     base = tmp_path / "serving"
     first = tft.export_saved_model(trained, base, metadata={"run": "a"})
-    second = tft.export_saved_model(trained, base)
+    assert capsys.readouterr().out == ""  # verbose=0
+    second = tft.export_saved_model(trained, base, verbose=1)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"Exporting {trained.name} for TF Serving (format 2) under {base}"
+    assert printed[-1].startswith("  done in ")
     assert os.path.basename(first) == "1" and os.path.basename(second) == "2"
     assert sorted(os.listdir(base)) == ["1", "2"]  # no temporary leftovers
     assert tft.read_labels(second) == ["ant", "bee", "cat"]

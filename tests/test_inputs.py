@@ -121,6 +121,26 @@ def test_labels_outside_num_classes_fail_naming_num_classes(data):
     assert model.training_summary == []
 
 
+@pytest.mark.parametrize("pipeline", ["cached", "past the first batch"])
+def test_labels_of_a_pipeline_read_while_training_fail_naming_num_classes(pipeline):
+    """Labels that cannot be read before training without a pass over the
+    data: the batch that holds one out of range stops training with an error
+    that names num_classes (not the loss's own)."""
+    model = tft.build_classifier("mobilenet_v3_small", num_classes=3, image_size=32,
+                                 weights=None)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 7])  # the 7 in the second batch
+    dataset = tf.data.Dataset.from_tensor_slices((x, labels)).batch(4)
+    if pipeline == "cached":
+        dataset = dataset.cache()  # not peeked at: that would leave the cache half-filled
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"training labels must be in \[0, 3\): model .* has num_classes=3"
+                             r"(.|\n)*a training label of (.|\n)*\[7\]"):
+        tft.fit_head(model, dataset, epochs=1, cache=False, verbose=0)
+    fine = tf.data.Dataset.from_tensor_slices((x, labels % 3)).batch(4)
+    assert len(tft.fit_head(model, fine, epochs=1, cache=False, verbose=0).epoch) == 1
+
+
 def test_data_splits_train_whole_and_their_classes_are_checked(data):
     model = tft.build_classifier("mobilenet_v3_small", data=data, weights=None)
     history = tft.fit_head(model, data, epochs=1, verbose=0)

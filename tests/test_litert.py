@@ -48,9 +48,12 @@ def _run(path, images):
     return np.concatenate([run(images=image[None])["probabilities"] for image in images])
 
 
-def test_float_export_matches_keras_and_carries_its_labels(trained, tmp_path):
+def test_float_export_matches_keras_and_carries_its_labels(trained, tmp_path, capsys):
     model, held_out, _ = trained
-    path = tft.export_litert(model, tmp_path / "float")
+    path = tft.export_litert(model, tmp_path / "float", verbose=1)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"Exporting {model.name} to LiteRT (float32) at {path}"
+    assert printed[-1].startswith("  done in ")
     assert sorted(os.listdir(path)) == ["labels.txt", "model.tflite", "tftransfer.json"]
     assert _custom_ops(os.path.join(path, "model.tflite")) == []  # no Flex ops
     with open(os.path.join(path, "labels.txt")) as f:

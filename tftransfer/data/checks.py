@@ -80,3 +80,33 @@ def check_labels(model, what, labels):
             + f": labels must be in [0, {num_classes}). Build the classifier with "
             f"num_classes={high + 1} or with the data's class_names (`build_classifier(..., "
             f"data=data)`). Received: {what} labels in [{low}, {high}]")
+
+
+def guard_labels(model, what, dataset):
+    """`dataset` with its integer labels checked batch by batch against
+    `model`'s classes, for pipelines whose labels cannot be read before
+    training without a pass over the data (a `cache` in them, or labels past
+    the first batch): a label out of range stops training at its batch with
+    an InvalidArgument error naming `num_classes` and the fix, instead of the
+    loss's error deep in the graph. Other data pass through unchanged."""
+    num_classes = _classes(model)
+    spec = dataset.element_spec if isinstance(dataset, tf.data.Dataset) else None
+    if num_classes is None or not isinstance(spec, tuple) or len(spec) < 2:
+        return dataset
+    label_spec = spec[1]
+    if (not isinstance(label_spec, tf.TensorSpec) or not label_spec.dtype.is_integer
+            or label_spec.shape.rank not in (0, 1) and label_spec.shape[-1] != 1):
+        return dataset
+    message = (f"The {what} labels must be in [0, {num_classes}): model {model.name!r} has "
+               f"num_classes={num_classes}. Build the classifier with the data's class_names "
+               "(`build_classifier(..., data=data)`) or a larger num_classes. Received: a "
+               f"{what} label of ")
+
+    def check(*element):
+        labels = element[1]
+        inside = tf.reduce_all((labels >= 0) & (labels < num_classes))
+        bad = tf.boolean_mask(labels, tf.logical_not((labels >= 0) & (labels < num_classes)))
+        with tf.control_dependencies([tf.debugging.Assert(inside, [message, bad[:1]])]):
+            return (element[0], tf.identity(labels), *element[2:])
+
+    return dataset.map(check)

@@ -20,6 +20,7 @@ from tftransfer.errors import VersionExistsError
 from tftransfer.export.publish import publish
 from tftransfer.export.publish import quiet_tensorflow_logs
 from tftransfer.export.publish import staging_directory
+from tftransfer.export.publish import titled
 from tftransfer.export.publish import write_labels
 from tftransfer.export.publish import write_metadata
 from tftransfer.version import __version__
@@ -35,7 +36,7 @@ float16 weights; "int8": int8 weights and activations (needs
 
 
 def export_litert(model, path, *, quantization=None, representative_data=None,
-                  overwrite=False):
+                  overwrite=False, verbose=0):
     """Exports an image classifier as a LiteRT (TFLite) model for devices.
 
     Writes the directory `path`: ``model.tflite`` (one signature,
@@ -64,6 +65,8 @@ def export_litert(model, path, *, quantization=None, representative_data=None,
             (an array ``(n, h, w, 3)``, or a `tf.data.Dataset` of images or of
             ``(images, labels)``), which calibrate the activation ranges.
         overwrite: replace an existing `path`.
+        verbose: 1 prints a title and the time taken (as Keras's `verbose`);
+            0 is silent.
 
     Returns:
         `path`.
@@ -86,7 +89,8 @@ def export_litert(model, path, *, quantization=None, representative_data=None,
                                  f"it, or choose another path. Received: path={path!r}")
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    with staging_directory(parent, ".tmp-litert-") as staging:
+    title = f"Exporting {model.name} to LiteRT ({quantization or 'float32'}) at {path}"
+    with titled(title, verbose), staging_directory(parent, ".tmp-litert-") as staging:
         with quiet_tensorflow_logs():
             _probabilities_model(model).export(
                 os.path.join(staging, LITERT_FILE), format="litert", verbose=False,

@@ -7,7 +7,9 @@ import os
 import re
 import shutil
 import tempfile
+import time
 
+from tftransfer import _compat
 from tftransfer.errors import VersionExistsError
 from tftransfer.formats import LABELS_FILE
 from tftransfer.formats import METADATA_FILE
@@ -65,6 +67,18 @@ def publish(staging, target, overwrite):
     os.rename(target, os.path.join(old, "model"))
     os.rename(staging, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def titled(title, verbose):
+    """Prints `title` before an export and its time after, where Keras's
+    `verbose` would show progress (0: silent)."""
+    if verbose:
+        _compat.print_msg(title)
+    start = time.perf_counter()
+    yield
+    if verbose:
+        _compat.print_msg(f"  done in {time.perf_counter() - start:.1f} s")
 
 
 @contextlib.contextmanager

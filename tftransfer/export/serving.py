@@ -26,6 +26,7 @@ from tftransfer.export.publish import existing_versions
 from tftransfer.export.publish import publish
 from tftransfer.export.publish import quiet_tensorflow_logs
 from tftransfer.export.publish import staging_directory
+from tftransfer.export.publish import titled
 from tftransfer.export.publish import write_labels
 from tftransfer.export.publish import write_metadata
 from tftransfer.export.signatures import DEFAULT_SIGNATURE
@@ -83,7 +84,7 @@ def package_version():
 
 
 def export_saved_model(model, export_base, *, inputs=None, top_k=1, warmup=True, version=None,
-                       overwrite=False, metadata=None, verify_atol=1e-4):
+                       overwrite=False, metadata=None, verify_atol=1e-4, verbose=0):
     """Exports a classifier as a SavedModel that TF Serving loads as it is.
 
     Writes ``export_base/<version>/``: a SavedModel (export format 2) whose
@@ -133,6 +134,8 @@ def export_saved_model(model, export_base, *, inputs=None, top_k=1, warmup=True,
         metadata: a JSON-serializable dict stored under ``"user"`` in
             ``tftransfer.json``.
         verify_atol: tolerance of the check against the Keras model.
+        verbose: 1 prints a title and the time taken (as Keras's `verbose`);
+            0 is silent.
 
     Returns:
         The path of the new version directory; `None` on a worker that is not
@@ -181,7 +184,8 @@ def export_saved_model(model, export_base, *, inputs=None, top_k=1, warmup=True,
                "specs": specs, "top_k": top_k, "warmup": bool(warmup)}
     if not is_chief(getattr(model, "distribute_strategy", None)):
         return _export_on_other_worker(model, **options)
-    return _export_version(model, export_base, overwrite=overwrite, **options)
+    with titled(f"Exporting {model.name} for TF Serving (format 2) under {export_base}", verbose):
+        return _export_version(model, export_base, overwrite=overwrite, **options)
 
 
 def _export_on_other_worker(model, **options):

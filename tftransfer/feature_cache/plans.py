@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.data.checks import guard_labels
 from tftransfer.data.checks import is_array
 from tftransfer.feature_cache.feed import array_dataset
 from tftransfer.feature_cache.feed import steps_per_epoch
@@ -82,7 +83,8 @@ class UncachedFit:
                  first_epoch=0):
         self.model = model
         self.reason = reason
-        self.validation_data = validation_data
+        self.validation_data = guard_labels(model, "validation", validation_data)
+        x = guard_labels(model, "training", x)
         self.x, self.y, self.fit_kwargs = _resumable_inputs(x, y, fit_kwargs, seed, first_epoch)
 
     def fit(self, *, epochs, initial_epoch=0, callbacks=None):

@@ -58,7 +58,8 @@ def _first_batch_labels(dataset):
     """The labels of the dataset's first batch, or None where peeking would
     cost: a `cache` in the pipeline would be left half-filled (and TensorFlow
     warns about it). Such a pipeline's labels are checked by the feature cache
-    when it reads them (``cache="auto"``), not before an uncached phase."""
+    when it reads them (``cache="auto"``), and, trained uncached, batch by
+    batch as they train (`tftransfer.data.checks.guard_labels`)."""
     spec = dataset.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2:
         return None
