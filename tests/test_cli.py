@@ -44,13 +44,16 @@ def trained(folder, tmp_path_factory):
 
 
 def test_train_writes_the_model_the_export_and_a_report(trained):
-    assert sorted(os.listdir(trained)) == ["export", "model.keras", "report.json"]
+    assert sorted(os.listdir(trained)) == ["evaluation", "export", "model.keras", "report.json"]
+    assert {"report.html", "report.json", "report.md", "confusion_matrix.png",
+            "reliability.png", "learning_curves.png"} <= set(os.listdir(trained / "evaluation"))
     report = json.loads((trained / "report.json").read_text())
     assert report["data"]["class_names"] == ["class_0", "class_1", "class_2"]
     assert sorted(os.path.basename(b[0]) for b in report["data"]["bad_files"]) == [
         "broken.jpg", "truncated.jpg"]
     assert [s["phase"] for s in report["training"]] == [1, 2]
     assert report["evaluation"]["split"] == "test"
+    assert report["evaluation"]["report"] == str(trained / "evaluation" / "report.html")
     assert tft.read_metadata(report["export"])["backbone"]["input_shape"] == [40, 40, 3]
 
 
@@ -69,10 +72,15 @@ def test_predict_evaluate_and_export_take_the_model_file(trained, folder, tmp_pa
                      "--top-k", "2"]) == 0
     predicted = json.loads(capsys.readouterr().out)
     assert predicted[0]["source"].endswith("2.jpg") and len(predicted[0]["top_k"]) == 2
-    assert cli.main(["evaluate", model, str(folder), "--json", str(tmp_path / "r.json")]) == 0
+    assert cli.main(["evaluate", model, str(folder), "--json", str(tmp_path / "r.json"),
+                     "--out", str(tmp_path / "evaluation")]) == 0
     assert "accuracy" in capsys.readouterr().out
-    assert sorted(json.loads((tmp_path / "r.json").read_text())["classes"]) == [
-        "class_0", "class_1", "class_2"]
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written == json.loads((tmp_path / "evaluation" / "report.json").read_text())
+    assert written["num_examples"] == 18  # the folder's good images
+    assert (tmp_path / "evaluation" / "report.html").read_text().count("class_2") >= 2
+    for item in written["misclassified"]:  # the files, as the folder holds them
+        assert os.path.basename(os.path.dirname(item["file"])) == item["true_class"]
     assert cli.main(["export", model, "--out", str(tmp_path / "served"), "--inputs",
                      "pixels"]) == 0
     version = capsys.readouterr().out.strip().splitlines()[-1]
@@ -93,3 +101,18 @@ def test_errors_are_one_line_with_exit_code_1_and_usage_is_2(trained, capsys):
     assert usage.value.code == 2
     assert cli.main(["predict", str(trained / "nothing.keras"), "x.jpg"]) == 1
     assert "There is no model file" in capsys.readouterr().err
+
+
+def test_rank_backbones_scores_candidates_on_the_folder(trained, folder, tmp_path, capsys):
+    model = str(trained / "model.keras")  # a classifier's file gives its backbone
+    assert cli.main(["rank-backbones", str(folder), "--candidates", "mobilenet_v3_small", model,
+                     "--weights", "none", "--image-size", "40", "--method", "logme",
+                     "--out", str(tmp_path / "rank")]) == 0
+    printed = capsys.readouterr().out
+    assert "mobilenet_v3_small" in printed and "model.keras" in printed
+    ranking = json.loads((tmp_path / "rank" / "ranking.json").read_text())
+    assert ranking["method"] == "logme" and len(ranking["rows"]) == 2
+    assert (tmp_path / "rank" / "ranking.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli.main(["rank-backbones", str(folder), "--candidates", "mobilenet_v3_small",
+                     "efficientnet_b1", "--weights", "none"]) == 1
+    assert "Pass --image-size" in capsys.readouterr().err

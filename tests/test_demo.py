@@ -9,7 +9,8 @@ import pytest
 from tftransfer.demos.config import DemoConfig
 from tftransfer.demos.digits import run_demo
 
-QUICK = dataclasses.replace(DemoConfig(), source_epochs=5, head_epochs=2, fine_tune_epochs=1)
+QUICK = dataclasses.replace(DemoConfig(), source_epochs=5, head_epochs=2, fine_tune_epochs=1,
+                            curve_labels_per_class=(1, 3), curve_seeds=2)
 
 
 def test_quick_demo_writes_report_plot_and_a_servable_export(tmp_path):
@@ -32,7 +33,17 @@ def test_quick_demo_writes_report_plot_and_a_servable_export(tmp_path):
     assert report["history"]["transfer"]["phase"] == [1, 1, 2]
     assert set(report["epochs_to_90_percent"]) == {"transfer", "scratch"}
     assert 0.5 < report["pixel_nearest_neighbour_accuracy"] <= 1.0
-    assert any(line.startswith("[5/5]") for line in lines)
+    assert any(line.startswith("[6/6]") for line in lines)
+    curve = report["label_efficiency"]
+    assert curve["labels_per_class"] == [1, 3] and curve["seeds"] == [0, 1]
+    assert list(curve["mean"]) == ["transfer", "from scratch", "1-NN on pixels",
+                                   "logistic regression on pixels"]
+    for method, runs in curve["accuracy"].items():
+        assert len(runs) == 2 and all(len(seeds) == 2 for seeds in runs)
+        assert all(0.0 <= a <= 1.0 for seeds in runs for a in seeds)
+    assert curve["summary"].startswith("transfer is ahead")
+    assert os.path.getsize(curve["plot"]) > 10_000
+    assert os.path.isfile(report["evaluation"]["report"])
 
 
 def test_cli_demo_quick(tmp_path):
@@ -43,7 +54,9 @@ def test_cli_demo_quick(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "transfer (two-phase)" in result.stdout and "from scratch" in result.stdout
-    assert "[5/5]" in result.stdout
+    assert "[6/6]" in result.stdout
+    assert "Held-out accuracy by labelled images per class" in result.stdout
+    assert "logistic regression on pixels" in result.stdout
     assert (out / "report.json").exists()
 
 
@@ -55,18 +68,23 @@ def test_cli_lists_backbones():
 
 @pytest.mark.slow
 def test_full_demo_transfers(tmp_path):
-    """The default demo, as `tftransfer demo` runs it. Its targets: a
-    transferred model of at least 0.9 on held-out target digits after both
-    phases, 0.85 with the head alone, fine-tuning not hurting, and a fair
-    from-scratch baseline that really trained (see README: on this easy
-    task it ends level with transfer; transfer gets there in fewer epochs)."""
+    """The default demo, as `tftransfer demo` runs it: digits at random
+    positions on a 24-pixel canvas. Its targets: a source model right in
+    inference mode; with 1-3 labels per class, transfer's seed mean at least
+    10 points above the best baseline's (from scratch with its BatchNorm
+    statistics recomputed, 1-NN and logistic regression on pixels); a
+    from-scratch baseline that really trained (chance is 0.2)."""
     report = run_demo(tmp_path)
     assert report["source_accuracy_inference_mode"] >= 0.95
-    assert report["transfer_accuracy"] >= 0.9
-    assert report["head_only_accuracy"] >= 0.85
-    assert report["transfer_accuracy"] >= report["head_only_accuracy"] - 0.01
-    assert report["scratch_accuracy"] >= 0.8
-    reach = report["epochs_to_90_percent"]
-    assert reach["transfer"] is not None and reach["transfer"] <= 6
+    assert report["transfer_accuracy"] >= 0.7
+    assert report["head_only_accuracy"] >= 0.65
+    assert report["transfer_accuracy"] >= report["head_only_accuracy"] - 0.02
+    assert report["scratch_accuracy"] >= 0.4
+    curve = report["label_efficiency"]
+    for i, count in enumerate(curve["labels_per_class"]):
+        best = max(curve["mean"][m][i] for m in curve["methods"] if m != "transfer")
+        if count <= 3:
+            assert curve["mean"]["transfer"][i] >= best + 0.10, (count, curve["mean"])
+    assert min(curve["mean"]["from scratch"]) > 0.25  # not collapsed to chance
     served = report["served_sample"]
-    assert sum(t == p for t, p in zip(served["true"], served["predicted"])) >= 6
+    assert sum(t == p for t, p in zip(served["true"], served["predicted"])) >= 4

@@ -20,6 +20,7 @@ import sys
 import time
 
 from tftransfer.demos.config import DemoConfig
+from tftransfer.demos.config import FULL_CURVE
 from tftransfer.demos.config import MiniLMUnavailableError
 from tftransfer.demos.config import TextDemoConfig
 from tftransfer.version import __version__
@@ -78,8 +79,11 @@ def _demo(args):
     if args.task == "text":
         return _text_demo(args)
     overrides = {k: v for k, v in (("seed", args.seed), ("shots", args.shots)) if v is not None}
+    if args.full:
+        overrides.update(FULL_CURVE)
     if args.quick:
-        overrides.update(source_epochs=3, head_epochs=2, fine_tune_epochs=2)
+        overrides.update(source_epochs=3, head_epochs=2, fine_tune_epochs=2,
+                         curve_labels_per_class=(1, 5), curve_seeds=1)
     config = dataclasses.replace(DemoConfig(), **overrides)
     report, tty = _progress(args)
     run_demo = _command("tftransfer.demos.digits", "run_demo", args.verbose)
@@ -103,6 +107,19 @@ def _demo(args):
     matches = sum(t == p for t, p in zip(served["true"], served["predicted"]))
     print(f"  served by TensorFlow alone: {matches}/{len(served['true'])} correct "
           f"({' '.join(served['predicted'])})")
+    curve = result["label_efficiency"]
+    if curve is not None:
+        print(f"\nHeld-out accuracy by labelled images per class (mean ± std over "
+              f"{len(curve['seeds'])} seeds, {curve['test_size']} held-out images):")
+        width = max(len(m) for m in curve["methods"])
+        print(f"  {'labels per class':<{width}}  " + "  ".join(
+            f"{k:>13}" for k in curve["labels_per_class"]))
+        for method in curve["methods"]:
+            print(f"  {method:<{width}}  " + "  ".join(
+                f"{m:6.3f} ± {s:.3f}" for m, s in zip(curve["mean"][method], curve["std"][method])))
+        print(f"  {curve['summary']}")
+        print(f"  label-efficiency plot: {curve['plot']}")
+    print(f"  evaluation report:     {result['evaluation']['report']}")
     print(f"  report:                {os.path.join(args.out, 'report.json')}")
     print(f"  learning curve:        {result['learning_curve']}")
     print(f"  time:                  {result['seconds']['total']:.0f} s")
@@ -195,11 +212,32 @@ def _train_parser(sub):
 
 
 def _model_parsers(sub):
-    evaluate = sub.add_parser("evaluate", help="the per-class report of a .keras model on a "
-                                               "folder of images")
+    evaluate = sub.add_parser("evaluate", help="the evaluation report of a .keras model on "
+                                               "a folder of images")
     evaluate.add_argument("model", help="the .keras file `tftransfer train` wrote")
     evaluate.add_argument("data_dir", help="a folder with the model's class sub-folders")
+    evaluate.add_argument("--out", metavar="DIR", help="write the report there: report.html, "
+                          "report.md, report.json and its plots")
     evaluate.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    rank = sub.add_parser("rank-backbones", help="score candidate backbones on a folder of "
+                                                 "images before training any of them")
+    rank.add_argument("data_dir", help="a folder with one sub-folder of images per class")
+    rank.add_argument("--candidates", nargs="+", required=True,
+                      help="backbone names (tftransfer backbones), TF-Hub handles or "
+                           "SavedModel directories, or .keras files")
+    rank.add_argument("--method", choices=("linear_probe", "knn", "logme"),
+                      default="linear_probe", help="(default: %(default)s)")
+    rank.add_argument("--image-size", type=int, default=None,
+                      help="images are resized to this square (default: the candidates' "
+                           "shared default size)")
+    rank.add_argument("--weights", default="imagenet",
+                      help="'imagenet', 'none', or a weights file, for named backbones "
+                           "(default: %(default)s)")
+    rank.add_argument("--max-examples", type=int, default=None,
+                      help="use at most this many images of each split (default: all)")
+    rank.add_argument("--out", metavar="DIR", help="write ranking.json and ranking.png there")
+    rank.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up lines")
+    rank.set_defaults(func=_run("tftransfer.commands.rank", "run"))
     predict = sub.add_parser("predict", help="the classes of image files (or folders)")
     predict.add_argument("model", help="the .keras file `tftransfer train` wrote")
     predict.add_argument("files", nargs="+", help="image files or folders")
@@ -255,6 +293,12 @@ def main(argv=None):
                       help=f"labelled target images per class (default: {DemoConfig.shots})")
     demo.add_argument("--quick", action="store_true",
                       help="a few epochs only, to check the pipeline (accuracy will be low)")
+    demo.add_argument("--full", action="store_true",
+                      help="the label-efficiency curve up to "
+                           f"{FULL_CURVE['curve_labels_per_class'][-1]} labels per class over "
+                           f"{FULL_CURVE['curve_seeds']} seeds (default: up to "
+                           f"{DemoConfig.curve_labels_per_class[-1]}, "
+                           f"{DemoConfig.curve_seeds} seeds)")
     demo.add_argument("--verbose", action="store_true", help="show every epoch")
     demo.set_defaults(func=_demo)
     listing = sub.add_parser("backbones", help="list the Keras Applications backbones by name")

@@ -8,7 +8,7 @@ import keras
 
 from tftransfer.classifiers.base import Classifier
 from tftransfer.data.folders import image_dataset_from_folder
-from tftransfer.evaluation.report import classification_report
+from tftransfer.evaluation.evaluate import evaluate as evaluate_model
 from tftransfer.export.litert import export_litert
 from tftransfer.export.serving import export_saved_model
 
@@ -31,8 +31,15 @@ def evaluate(args):
     data = image_dataset_from_folder(args.data_dir, image_size=model.input_shape[1:3],
                                      validation_split=0.0, shuffle=False,
                                      class_names=model.class_names, verbose=1)
-    report = classification_report(model, data.train)
+    # The folder is read whole as one split, in file order: misclassified
+    # examples name their files.
+    report = evaluate_model(model, data.train, top_k=min(5, model.num_classes))
+    for item in report.misclassified:
+        item.file = data.files["train"][item.index]
     print(report)
+    if args.out:
+        files = report.save(args.out)
+        print(f"report: {files['report.html']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report.to_dict(), f, indent=2)

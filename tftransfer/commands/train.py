@@ -10,13 +10,14 @@ from tftransfer.backbones.applications import find_architecture
 from tftransfer.backbones.load import load_backbone
 from tftransfer.classifiers.image import build_classifier
 from tftransfer.data.folders import image_dataset_from_folder
-from tftransfer.evaluation.report import classification_report
+from tftransfer.evaluation.evaluate import evaluate
 from tftransfer.export.serving import export_saved_model
 from tftransfer.training.recipe import fit_two_phase
 
 MODEL_FILE = "model.keras"
 EXPORT_DIR = "export"
 REPORT_FILE = "report.json"
+EVALUATION_DIR = "evaluation"
 
 
 def _given(args, *names):
@@ -55,14 +56,16 @@ def run(args):
     model = build_classifier(backbone, data=data, weights=weights,
                              **_given(args, "dropout"))
     print("[3/4] Training", flush=True)
-    fit_two_phase(
+    history = fit_two_phase(
         model, data, verbose=1 if sys.stdout.isatty() else 2,
         **_given(args, "head_epochs", "fine_tune_epochs", "learning_rate",
                  "fine_tune_learning_rate", "unfreeze_blocks", "label_smoothing"))
     model_path = os.path.join(args.out, MODEL_FILE)
     model.save(model_path)
-    split = "test" if data.test is not None else "validation"
-    report = classification_report(model, getattr(data, split)) if getattr(data, split) else None
+    report, evaluation = None, None
+    if data.test is not None or data.validation is not None:
+        report = evaluate(model, data, top_k=min(5, model.num_classes), history=history)
+        evaluation = report.save(os.path.join(args.out, EVALUATION_DIR))["report.html"]
     print("[4/4] Exporting for TF Serving", flush=True)
     export = export_saved_model(model, os.path.join(args.out, EXPORT_DIR))
     summary = {
@@ -72,13 +75,14 @@ def run(args):
         "backbone": model.backbone_spec.get_config(),
         "training": model.training_summary,
         "evaluation": None if report is None else {
-            "split": split, "accuracy": report.accuracy, "text": str(report)},
+            "split": report.split, "accuracy": report.accuracy, "report": evaluation,
+            "text": str(report.classification)},
         "model": model_path,
         "export": export,
     }
     with open(os.path.join(args.out, REPORT_FILE), "w") as f:
         json.dump(summary, f, indent=2, default=str)
     if report is not None:
-        print(f"{split} accuracy: {report.accuracy:.3f}")
+        print(f"{report.split} accuracy: {report.accuracy:.3f}; evaluation report: {evaluation}")
     print(f"model:  {model_path}\nexport: {export}\nreport: {os.path.join(args.out, REPORT_FILE)}")
     return 0

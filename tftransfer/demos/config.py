@@ -9,6 +9,11 @@ class DemoConfig:
 
     seed: int = 0
     image_size: int = 16
+    # The digits at random positions on a canvas of this size (image_size:
+    # centred, as bundled; see tftransfer.data.digits.place_on_canvas), and
+    # the source images placed this many times each (at other positions).
+    canvas_size: int = 24
+    source_copies: int = 3
     shots: int = 10  # labelled target images per class
     source_epochs: int = 15
     head_epochs: int = 10
@@ -23,6 +28,14 @@ class DemoConfig:
     # are the most specific to the source classes (measured on this split,
     # seeds 0-2: transfer 0.94-0.96 cut here, 0.89-0.95 cut below the head).
     cut_at: str = "block3_relu1"
+    # The label-efficiency curve: labelled target images per class, and how
+    # many seeds (draws of those images) for each.
+    curve_labels_per_class: tuple = (1, 2, 3, 5, 10)
+    curve_seeds: int = 3
+
+
+# `tftransfer demo --full`: the curve's settings.
+FULL_CURVE = {"curve_labels_per_class": (1, 2, 3, 5, 10, 20), "curve_seeds": 5}
 
 
 @dataclasses.dataclass(frozen=True)

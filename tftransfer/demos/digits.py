@@ -32,10 +32,15 @@ import numpy as np
 from tftransfer.backbones.load import load_backbone
 from tftransfer.classifiers.image import build_classifier
 from tftransfer.data.digits import load_digits
+from tftransfer.data.digits import place_on_canvas
 from tftransfer.demos.common import EpochLog
 from tftransfer.demos.config import DemoConfig
+from tftransfer.demos.label_curve import run_curve
+from tftransfer.demos.label_curve import scratch_model
+from tftransfer.evaluation.evaluate import evaluate
 from tftransfer.export.rest import serving_request
 from tftransfer.export.serving import export_saved_model
+from tftransfer.training.batchnorm import adapt_batchnorm
 from tftransfer.training.recipe import fit_two_phase
 
 logger = logging.getLogger(__name__)
@@ -85,11 +90,22 @@ def _split(config):
     ])
     labelled = np.zeros(len(xt), bool)
     labelled[chosen] = True
+    source_train, source_test = xs[order[:n_train]], xs[order[n_train:]]
+    train_labels = ys[order[:n_train]]
+    if config.canvas_size != config.image_size:  # digits at random positions
+        seed = 1000 * config.seed
+        source_train = np.concatenate([
+            place_on_canvas(source_train, config.canvas_size, seed=seed + copy)
+            for copy in range(config.source_copies)])
+        train_labels = np.tile(train_labels, config.source_copies)
+        source_test = place_on_canvas(source_test, config.canvas_size, seed=seed + 100)
+        xt = place_on_canvas(xt, config.canvas_size, seed=seed + 200)
     return {
-        "source_train": (xs[order[:n_train]], ys[order[:n_train]]),
-        "source_test": (xs[order[n_train:]], ys[order[n_train:]]),
+        "source_train": (source_train, train_labels),
+        "source_test": (source_test, ys[order[n_train:]]),
         "target_train": (xt[labelled], yt[labelled]),
         "target_test": (xt[~labelled], yt[~labelled]),
+        "target": (xt, yt),
     }
 
 
@@ -144,25 +160,16 @@ def _load_source_backbone(config, path, data):
 
 
 def _train_scratch(config, data, report, verbose):
-    keras.utils.set_random_seed(config.seed + 1)
     shape = data["target_train"][0].shape[1:]
-    backbone = digits_cnn(input_shape=shape, bn_momentum=config.bn_momentum,
-                          name="scratch_backbone")
-    backbone = load_backbone(backbone, cut_at=config.cut_at)  # the same architecture
-    # A plain Keras model with the same head: everything trains, and
-    # BatchNormalization trains as usual (batch statistics in `fit`).
-    pooler = {"flatten": keras.layers.Flatten, "avg": keras.layers.GlobalAveragePooling2D,
-              "max": keras.layers.GlobalMaxPooling2D}[config.pooling]()
-    x = keras.layers.Dropout(0.2)(pooler(backbone.output))  # build_classifier's default
-    outputs = keras.layers.Dense(len(TARGET_CLASSES))(x)
-    model = keras.Model(backbone.input, outputs, name="scratch_classifier")
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model = scratch_model(config, digits_cnn, shape, len(TARGET_CLASSES), seed=config.seed)
+    # Everything trains, BatchNormalization as usual (batch statistics in `fit`);
+    # then its statistics are recomputed on the training images, which a few
+    # hundred steps leave far from right (see tftransfer.demos.label_curve).
     history = model.fit(*data["target_train"], validation_data=data["target_test"],
                         epochs=config.head_epochs + config.fine_tune_epochs,
                         batch_size=config.batch_size, verbose=verbose,
                         callbacks=[EpochLog("scratch", report)])
+    adapt_batchnorm(model, data["target_train"][0])
     return model, history
 
 
@@ -227,14 +234,18 @@ def _plot(path, transfer_history, scratch_history, head_epochs, shots):
     plt.close(fig)
 
 
-def run_demo(out_dir, *, config=None, report=None, verbose=0):
-    """Runs the demo and writes ``report.json`` and ``learning_curve.png``.
+def run_demo(out_dir, *, config=None, report=None, verbose=0, curve=True):
+    """Runs the demo and writes ``report.json``, ``learning_curve.png``,
+    ``label_efficiency.png`` and the transfer model's evaluation report
+    (``evaluation/report.html``, ...).
 
     Args:
-        out_dir: directory for the report, plot, source model and export.
+        out_dir: directory for the report, plots, source model and export.
         config: a `DemoConfig`; default: `DemoConfig()`.
         report: called with a line of progress text; default: logs it.
         verbose: Keras's `verbose` for `fit`.
+        curve: measure the label-efficiency curve (the config's
+            ``curve_labels_per_class`` and ``curve_seeds``).
 
     Returns:
         The report as a dict (also written to ``out_dir/report.json``).
@@ -248,7 +259,8 @@ def run_demo(out_dir, *, config=None, report=None, verbose=0):
     data = _split(config)
     names = [str(c) for c in TARGET_CLASSES]
 
-    report(f"[1/5] Source task: pretraining a small CNN on digits 0-4 "
+    steps = 6 if curve else 5
+    report(f"[1/{steps}] Source task: pretraining a small CNN on digits 0-4 "
            f"({len(data['source_train'][1])} images)")
     t = time.perf_counter()
     source_path = _pretrain_source(config, data, out_dir, report, verbose)
@@ -257,7 +269,7 @@ def run_demo(out_dir, *, config=None, report=None, verbose=0):
     report(f"      saved {source_path}; held-out source accuracy in inference mode: "
            f"{source_accuracy:.3f}")
 
-    report(f"[2/5] Target task: digits 5-9 from {config.shots} labelled images per class; "
+    report(f"[2/{steps}] Target task: digits 5-9 from {config.shots} labelled images per class; "
            f"two-phase transfer")
     keras.utils.set_random_seed(config.seed)
     model = build_classifier(backbone, class_names=names, pooling=config.pooling,
@@ -277,25 +289,37 @@ def run_demo(out_dir, *, config=None, report=None, verbose=0):
     head_only = history.history["val_accuracy"][config.head_epochs - 1] if config.head_epochs else None
     transfer_accuracy = _accuracy(model, *data["target_test"])
 
-    report("[3/5] Baseline: the same architecture from scratch, same labels and epochs")
+    report(f"[3/{steps}] Baseline: the same architecture from scratch, same labels and epochs")
     t = time.perf_counter()
     scratch, scratch_history = _train_scratch(config, data, report, verbose)
     scratch_accuracy = _accuracy(scratch, *data["target_test"])
     seconds["scratch"] = time.perf_counter() - t
 
-    report("[4/5] Exporting for TF Serving")
+    label_curve = None
+    if curve:
+        report(f"[4/{steps}] Label efficiency: transfer, from scratch, 1-NN and logistic "
+               f"regression over labels per class and seeds")
+        t = time.perf_counter()
+        label_curve = run_curve(config, data["target"], source_path, digits_cnn, report=report)
+        seconds["label_efficiency"] = time.perf_counter() - t
+        figure = label_curve.plot(title="Digits 5-9: held-out accuracy by labels per class")
+        figure.savefig(os.path.join(out_dir, "label_efficiency.png"), dpi=120)
+
+    report(f"[{steps - 1}/{steps}] Exporting for TF Serving")
     t = time.perf_counter()
     export_base = os.path.join(out_dir, "export", "digits")
     export_dir = export_saved_model(model, export_base)
     seconds["export"] = time.perf_counter() - t
 
-    report("[5/5] Serving held-out images from the export in a fresh TensorFlow-only process")
+    report(f"[{steps}/{steps}] Serving held-out images from the export in a fresh TensorFlow-only process")
     t = time.perf_counter()
     x_test, y_test = data["target_test"]
     sample = np.random.default_rng(config.seed).choice(len(y_test), 8, replace=False)
     served = serve_in_fresh_process(export_dir, x_test[sample], out_dir)
     seconds["serve_check"] = time.perf_counter() - t
 
+    evaluation = evaluate(model, data["target_test"], history=history)
+    evaluation_files = evaluation.save(os.path.join(out_dir, "evaluation"))
     plot_path = os.path.join(out_dir, "learning_curve.png")
     _plot(plot_path, history, scratch_history, config.head_epochs, config.shots)
     seconds["total"] = time.perf_counter() - start
@@ -314,6 +338,13 @@ def run_demo(out_dir, *, config=None, report=None, verbose=0):
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "export_dir": export_dir,
         "learning_curve": plot_path,
+        "label_efficiency": None if label_curve is None else {
+            **label_curve.to_dict(), "plot": os.path.join(out_dir, "label_efficiency.png"),
+            "methods": list(label_curve.accuracy)},
+        "evaluation": {"report": evaluation_files["report.html"],
+                       "expected_calibration_error": evaluation.expected_calibration_error,
+                       "top_k_accuracy": {str(k): v
+                                          for k, v in evaluation.top_k_accuracy.items()}},
         "source_model": source_path,
         "served_sample": {
             "true": [names[i] for i in y_test[sample]],

@@ -1,10 +1,50 @@
 """Evaluation on the target task.
 """
 
+from tftransfer.evaluation.baselines import baseline_accuracy
+from tftransfer.evaluation.baselines import logistic_regression
+from tftransfer.evaluation.baselines import nearest_neighbour
+from tftransfer.evaluation.calibration import ReliabilityBins
+from tftransfer.evaluation.calibration import expected_calibration_error
+from tftransfer.evaluation.calibration import reliability_bins
+from tftransfer.evaluation.evaluate import EvaluationReport
+from tftransfer.evaluation.evaluate import MisclassifiedExample
+from tftransfer.evaluation.evaluate import evaluate
+from tftransfer.evaluation.label_efficiency import LabelEfficiency
+from tftransfer.evaluation.label_efficiency import label_efficiency
+from tftransfer.evaluation.label_efficiency import pixel_baseline
+from tftransfer.evaluation.logme import logme
+from tftransfer.evaluation.plots import plot_confusion_matrix
+from tftransfer.evaluation.plots import plot_learning_curves
+from tftransfer.evaluation.plots import plot_misclassified
+from tftransfer.evaluation.plots import plot_reliability
+from tftransfer.evaluation.ranking import rank_backbones
+from tftransfer.evaluation.ranking_table import BackboneRanking
+from tftransfer.evaluation.ranking_table import RankedBackbone
 from tftransfer.evaluation.report import ClassificationReport
 from tftransfer.evaluation.report import classification_report
 
 __all__ = [
+    "BackboneRanking",
     "ClassificationReport",
+    "EvaluationReport",
+    "LabelEfficiency",
+    "MisclassifiedExample",
+    "RankedBackbone",
+    "ReliabilityBins",
+    "baseline_accuracy",
     "classification_report",
+    "evaluate",
+    "expected_calibration_error",
+    "label_efficiency",
+    "logistic_regression",
+    "logme",
+    "nearest_neighbour",
+    "pixel_baseline",
+    "plot_confusion_matrix",
+    "plot_learning_curves",
+    "plot_misclassified",
+    "plot_reliability",
+    "rank_backbones",
+    "reliability_bins",
 ]

@@ -139,6 +139,14 @@ def replay(graph, steps, input_ids, outputs, *, model_class=keras.Model, **model
                        **model_kwargs)
 
 
+def activations_model(graph, output_ids):
+    """A functional model from the model's inputs to the tensors
+    `output_ids` of its flattened `graph` (inside nested models too), over
+    the same layers. Call it with ``training=False``."""
+    steps = _needed_steps(graph.steps, output_ids)
+    return replay(graph, steps, graph.inputs, list(output_ids))
+
+
 class NodeSnapshot:
     """Replaying layers adds nodes to them; `restore` takes them away again, so
     the user's model is left as it was."""

@@ -1,17 +1,23 @@
 """Training: freezing, the two-phase recipe, its callbacks, checkpoints and options.
 """
 
+from tftransfer.training.batchnorm import adapt_batchnorm
 from tftransfer.training.determinism import enable_determinism
 from tftransfer.training.freezing import freeze_backbone
 from tftransfer.training.freezing import freeze_batchnorm
 from tftransfer.training.freezing import unfreeze_top_blocks
+from tftransfer.training.lr_finder import LearningRateFinder
+from tftransfer.training.lr_finder import find_learning_rate
 from tftransfer.training.recipe import fine_tune
 from tftransfer.training.recipe import fit_head
 from tftransfer.training.recipe import fit_two_phase
 from tftransfer.training.schedules import warmup_cosine_schedule
 
 __all__ = [
+    "LearningRateFinder",
+    "adapt_batchnorm",
     "enable_determinism",
+    "find_learning_rate",
     "fine_tune",
     "fit_head",
     "fit_two_phase",
