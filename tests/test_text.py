@@ -442,9 +442,10 @@ def test_cli_text_demo_quick(minilm_dir, tmp_path, capsys):
     assert cli.main(["demo", "--task", "text", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "two-phase transfer:" in printed and "frozen features:" in printed
-    assert "[4/4]" in printed
+    assert "[5/5]" in printed and "TF-IDF + logistic regression:" in printed
     report = json.loads((out / "report.json").read_text())
-    for key in ("frozen_features_accuracy", "transfer_accuracy", "served_accuracy"):
+    for key in ("frozen_features_accuracy", "transfer_accuracy", "served_accuracy",
+                "tfidf_logistic_regression_accuracy", "from_scratch_accuracy"):
         assert 0.0 <= report[key] <= 1.0
     assert report["frozen_features_loss"] > 0 and report["transfer_loss"] > 0
     # The export served what the model predicts, in a process without tftransfer.

@@ -19,8 +19,8 @@ import os
 import sys
 import time
 
-from tftransfer.demos.config import DemoConfig
 from tftransfer.demos.config import FULL_CURVE
+from tftransfer.demos.config import DemoConfig
 from tftransfer.demos.config import MiniLMUnavailableError
 from tftransfer.demos.config import TextDemoConfig
 from tftransfer.version import __version__
@@ -152,6 +152,9 @@ def _text_demo(args):
     print(f"  frozen features:       {result['frozen_features_accuracy']:.3f}     "
           f"{result['frozen_features_loss']:.3f}   "
           f"({100 * result['improvement_over_frozen']:+.1f} points for fine-tuning)")
+    print(f"  TF-IDF + logistic regression: {result['tfidf_logistic_regression_accuracy']:.3f}"
+          f"   (no pretraining)")
+    print(f"  small network from scratch:   {result['from_scratch_accuracy']:.3f}")
     print(f"  export:                {result['export_dir']}")
     matches = sum(t == p for t, p in zip(served["true"], served["predicted"]))
     print(f"  raw strings served by TensorFlow + TensorFlow Text: {matches}/"

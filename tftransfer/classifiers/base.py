@@ -163,14 +163,7 @@ class Classifier(keras.Model):
         if optimizer == "auto":
             optimizer = keras.optimizers.Adam(learning_rate=1e-3)
         if loss == "auto":
-            if self.multi_label:
-                loss = keras.losses.BinaryCrossentropy(from_logits=from_logits,
-                                                       label_smoothing=label_smoothing)
-            elif label_smoothing:
-                loss = SparseCategoricalCrossentropyWithSmoothing(label_smoothing,
-                                                                  from_logits=from_logits)
-            else:
-                loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+            loss = self.default_loss(label_smoothing=label_smoothing)
         if metrics == "auto":
             if self.multi_label:
                 metrics = [
@@ -181,6 +174,20 @@ class Classifier(keras.Model):
             else:
                 metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def default_loss(self, *, label_smoothing=0.0):
+        """The loss ``compile(loss="auto")`` uses: sparse categorical
+        cross-entropy (smoothed with `label_smoothing`), or binary
+        cross-entropy for a multi-label classifier, with ``from_logits``
+        set from the output activation."""
+        from_logits = self.activation is None
+        if self.multi_label:
+            return keras.losses.BinaryCrossentropy(from_logits=from_logits,
+                                                   label_smoothing=label_smoothing)
+        if label_smoothing:
+            return SparseCategoricalCrossentropyWithSmoothing(label_smoothing,
+                                                              from_logits=from_logits)
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
 
     def compile_from_config(self, config):
         # Called when a `.keras` file is loaded: the saved config holds the

@@ -22,8 +22,12 @@ except the fine-tuning learning rate, changed once after the first runs from
    many epochs as the two phases below together.
 2. **Two-phase transfer**: the head first, then the top transformer layers
    unfrozen at a lower learning rate with warmup (`fit_two_phase`).
-3. **Export** for TF Serving, with the tokenizer inside the graph.
-4. **Serve raw strings** from the export in a fresh Python process that
+3. **Baselines without pretraining**, on the same reviews: TF-IDF (words
+   and word pairs) with a logistic regression (C chosen by cross-validation),
+   and a small text network trained from scratch (its own vocabulary, a
+   word embedding, mean pooling; `tftransfer.evaluation.text_baselines`).
+4. **Export** for TF Serving, with the tokenizer inside the graph.
+5. **Serve raw strings** from the export in a fresh Python process that
    imports TensorFlow and TensorFlow Text only.
 """
 
@@ -39,11 +43,14 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tftransfer.classifiers.text import build_text_classifier
 from tftransfer.demos.common import EpochLog
 from tftransfer.demos.config import MiniLMUnavailableError
 from tftransfer.demos.config import TextDemoConfig
+from tftransfer.evaluation.text_baselines import text_from_scratch
+from tftransfer.evaluation.text_baselines import tfidf_logistic_regression
 from tftransfer.export.serving import export_saved_model
 from tftransfer.training.recipe import fit_head
 from tftransfer.training.recipe import fit_two_phase
@@ -282,7 +289,7 @@ def run_text_demo(out_dir, *, config=None, report=None, verbose=0):
                                      pooling=config.pooling,
                                      sequence_length=config.sequence_length, name=name)
 
-    report(f"[1/4] Frozen features: all-MiniLM-L6-v2 frozen, a new head trained for "
+    report(f"[1/5] Frozen features: all-MiniLM-L6-v2 frozen, a new head trained for "
            f"{total_epochs} epochs on {len(y_train)} reviews")
     t = time.perf_counter()
     frozen = build("minilm_frozen_features")
@@ -293,7 +300,7 @@ def run_text_demo(out_dir, *, config=None, report=None, verbose=0):
     seconds["frozen_features"] = time.perf_counter() - t
     report(f"      held-out accuracy {frozen_accuracy:.3f}, loss {frozen_loss:.3f}")
 
-    report(f"[2/4] Two-phase transfer: {config.head_epochs} epochs head only, then "
+    report(f"[2/5] Two-phase transfer: {config.head_epochs} epochs head only, then "
            f"{config.fine_tune_epochs} with the top {config.unfreeze_blocks} transformer "
            "layers unfrozen")
     model = build("minilm_sentiment")
@@ -313,12 +320,24 @@ def run_text_demo(out_dir, *, config=None, report=None, verbose=0):
     transfer_accuracy, transfer_loss = _score(model, x_test, y_test)
     report(f"      held-out accuracy {transfer_accuracy:.3f}, loss {transfer_loss:.3f}")
 
-    report("[3/4] Exporting for TF Serving (tokenizer inside the graph)")
+    report("[3/5] Baselines without pretraining: TF-IDF + logistic regression, and a small "
+           "text network trained from scratch")
+    t = time.perf_counter()
+    tfidf = tfidf_logistic_regression(x_train, y_train, seed=config.seed)
+    tfidf_accuracy = float(np.mean(tfidf.predict(x_test) == y_test))
+    scratch = text_from_scratch(x_train, y_train, seed=config.seed)
+    scratch_accuracy = float(np.mean(
+        scratch.predict(tf.constant(list(x_test)), verbose=0).argmax(-1) == y_test))
+    seconds["baselines"] = time.perf_counter() - t
+    report(f"      held-out accuracy: TF-IDF + logistic regression {tfidf_accuracy:.3f}, "
+           f"from scratch {scratch_accuracy:.3f}")
+
+    report("[4/5] Exporting for TF Serving (tokenizer inside the graph)")
     t = time.perf_counter()
     export_dir = export_saved_model(model, os.path.join(out_dir, "export", "sentiment"))
     seconds["export"] = time.perf_counter() - t
 
-    report("[4/4] Serving raw held-out strings from the export in a fresh process "
+    report("[5/5] Serving raw held-out strings from the export in a fresh process "
            "(TensorFlow + TensorFlow Text only)")
     t = time.perf_counter()
     served = serve_text_in_fresh_process(export_dir, x_test)
@@ -336,6 +355,8 @@ def run_text_demo(out_dir, *, config=None, report=None, verbose=0):
         "transfer_loss": transfer_loss,
         "after_head_phase_accuracy": after_head,
         "improvement_over_frozen": transfer_accuracy - frozen_accuracy,
+        "tfidf_logistic_regression_accuracy": tfidf_accuracy,
+        "from_scratch_accuracy": scratch_accuracy,
         "served_accuracy": served_accuracy,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "export_dir": export_dir,

@@ -13,6 +13,8 @@ from tftransfer.evaluation.evaluate import evaluate
 from tftransfer.evaluation.label_efficiency import LabelEfficiency
 from tftransfer.evaluation.label_efficiency import label_efficiency
 from tftransfer.evaluation.label_efficiency import pixel_baseline
+from tftransfer.evaluation.linear_probe import LinearProbeResult
+from tftransfer.evaluation.linear_probe import fit_linear_probe
 from tftransfer.evaluation.logme import logme
 from tftransfer.evaluation.plots import plot_confusion_matrix
 from tftransfer.evaluation.plots import plot_learning_curves
@@ -23,12 +25,15 @@ from tftransfer.evaluation.ranking_table import BackboneRanking
 from tftransfer.evaluation.ranking_table import RankedBackbone
 from tftransfer.evaluation.report import ClassificationReport
 from tftransfer.evaluation.report import classification_report
+from tftransfer.evaluation.text_baselines import text_from_scratch
+from tftransfer.evaluation.text_baselines import tfidf_logistic_regression
 
 __all__ = [
     "BackboneRanking",
     "ClassificationReport",
     "EvaluationReport",
     "LabelEfficiency",
+    "LinearProbeResult",
     "MisclassifiedExample",
     "RankedBackbone",
     "ReliabilityBins",
@@ -36,6 +41,7 @@ __all__ = [
     "classification_report",
     "evaluate",
     "expected_calibration_error",
+    "fit_linear_probe",
     "label_efficiency",
     "logistic_regression",
     "logme",
@@ -47,4 +53,6 @@ __all__ = [
     "plot_reliability",
     "rank_backbones",
     "reliability_bins",
+    "text_from_scratch",
+    "tfidf_logistic_regression",
 ]

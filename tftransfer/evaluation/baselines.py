@@ -78,7 +78,8 @@ def _check_pair(data, name, dimension):
     return flat, y
 
 
-def _check_c_values(c_values):
+def check_c_values(c_values):
+    """`c_values` sorted, or a ValueError naming it."""
     values = list(c_values) if isinstance(c_values, (tuple, list)) else []
     if not values or not all(
             isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in values):
@@ -146,25 +147,38 @@ def logistic_regression(x, y, *, validation_data=None, c_values=DEFAULT_C_VALUES
     ([0, 1], 0.001)
     """
     x, y = _check_training(x, y)
-    values = _check_c_values(c_values)
+    values = check_c_values(c_values)
     _check_seed(seed)
     if validation_data is not None:
-        x_val, y_val = _check_pair(validation_data, "validation_data", x.shape[1])
-        scores = {c: _accuracy(_probe(c, seed).fit(x, y), x_val, y_val) for c in values}
+        validation_data = _check_pair(validation_data, "validation_data", x.shape[1])
+    return fit_choosing_c(lambda c: _probe(c, seed), x, y, validation_data=validation_data,
+                          c_values=values, seed=seed)
+
+
+def fit_choosing_c(build, x, y, *, validation_data, c_values, seed):
+    """Fits ``build(C)`` on ``(x, y)`` with the C of `c_values` chosen as
+    `logistic_regression` documents (on `validation_data` when given, else
+    by stratified cross-validation, else `ONE_SHOT_C`). `x` is an array
+    indexable by rows (numbers, or strings for a text pipeline), `y` integer
+    labels; both checked by the caller."""
+    values = sorted(c_values)
+    if validation_data is not None:
+        x_val, y_val = validation_data
+        scores = {c: _accuracy(build(c).fit(x, y), x_val, y_val) for c in values}
         chosen = _best(scores)
     else:
         smallest = int(np.min(np.unique(y, return_counts=True)[1]))
         if smallest >= 2 and len(values) > 1:
             folds = StratifiedKFold(min(MAX_FOLDS, smallest), shuffle=True, random_state=seed)
             splits = list(folds.split(x, y))
-            scores = {c: np.mean([_accuracy(_probe(c, seed).fit(x[a], y[a]), x[b], y[b])
+            scores = {c: np.mean([_accuracy(build(c).fit(x[a], y[a]), x[b], y[b])
                                   for a, b in splits]) for c in values}
             chosen = _best(scores)
         elif len(values) == 1:
             chosen = values[0]
         else:
             chosen = ONE_SHOT_C
-    return _probe(chosen, seed).fit(x, y)
+    return build(chosen).fit(x, y)
 
 
 def nearest_neighbour(x, y):

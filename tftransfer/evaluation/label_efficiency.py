@@ -20,6 +20,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tftransfer.evaluation.baselines import BASELINES
 from tftransfer.evaluation.baselines import logistic_regression
@@ -255,6 +256,8 @@ def label_efficiency(methods, train, test, *, labels_per_class=DEFAULT_LABELS_PE
 
 def _accuracy(model, x, y):
     keras_model = isinstance(model, keras.Model)
+    if keras_model and x.dtype.kind in "UO":  # texts: Keras takes string tensors
+        x = tf.constant([str(t) for t in x])
     predicted = np.asarray(model.predict(x, verbose=0) if keras_model else model.predict(x))
     if predicted.ndim == 2:
         predicted = predicted.argmax(axis=-1)
@@ -280,7 +283,7 @@ def _positive_ints(values, name):
     if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
                          for v in values):
         raise ValueError(f"`{name}` must be positive integers. Received: {name}={values!r}")
-    return tuple(sorted(set(int(v) for v in values)))
+    return tuple(sorted({int(v) for v in values}))
 
 
 def _seeds(seeds):

@@ -111,7 +111,9 @@ def _named_candidates(candidates):
     return pairs
 
 
-def _class_indices(y, where):
+def class_indices(y, where):
+    """Integer class indices of integer or one-hot labels, or a ValueError
+    naming `where`."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] > 1 and np.all((y == 0) | (y == 1)) and np.all(
             y.sum(axis=1) == 1):
@@ -151,7 +153,7 @@ def _read_split(dataset, split, max_examples, batch_size):
         raise ValueError(f"The {split} split of `data` is empty: there is nothing to score. "
                          f"Received: a DataSplits with an empty {split} split")
     return (np.concatenate(inputs)[:max_examples],
-            _class_indices(np.concatenate(labels)[:max_examples], f"the {split} split"))
+            class_indices(np.concatenate(labels)[:max_examples], f"the {split} split"))
 
 
 def _read_data(data, *, method, max_examples, batch_size, seed):
@@ -169,7 +171,7 @@ def _read_data(data, *, method, max_examples, batch_size, seed):
         if y is None:
             raise ValueError("`data` must carry labels: pass (x, y) with labels y, or a "
                              "DataSplits. Received: data=(x, None)")
-        x, y = _as_inputs(x), _class_indices(y, "`data`")
+        x, y = _as_inputs(x), class_indices(y, "`data`")
         if len(x) != len(y):
             raise ValueError(
                 f"`data` must be (x, y) with one label per input; it has {len(x)} inputs and "

@@ -27,7 +27,6 @@ import tensorflow as tf
 
 from tftransfer import _compat
 from tftransfer.classifiers.base import Classifier
-from tftransfer.classifiers.losses import SparseCategoricalCrossentropyWithSmoothing
 from tftransfer.data.checks import is_array
 from tftransfer.feature_cache.cache import FeatureCache
 from tftransfer.feature_cache.feed import steps_per_epoch
@@ -319,18 +318,10 @@ def _is_integer(value):
 
 def _sweep_loss(model, options):
     """The loss the phase would compile: the option's, or for ``"auto"`` the
-    classifier's default (as `tftransfer.Classifier.compile` resolves it;
-    the sweep compiles another model, so it cannot ask `compile`)."""
+    classifier's default (`tftransfer.Classifier.default_loss`)."""
     if options.loss != "auto":
         return keras.losses.get(options.loss)
-    from_logits = model.activation is None
-    if model.multi_label:
-        return keras.losses.BinaryCrossentropy(from_logits=from_logits,
-                                               label_smoothing=options.label_smoothing)
-    if options.label_smoothing:
-        return SparseCategoricalCrossentropyWithSmoothing(options.label_smoothing,
-                                                          from_logits=from_logits)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    return model.default_loss(label_smoothing=options.label_smoothing)
 
 
 class _ModelState:
