@@ -509,6 +509,9 @@ def test_bad_inputs():
         evaluate(model, (scores, y), history=keras.callbacks.History())
     with pytest.raises(TypeError, match=r"`data` must be a DataSplits.*of type dict"):
         evaluate(model, {"x": scores})
+    with pytest.raises(TypeError, match=r"for a folder of images, load it first: "
+                                        r"`tft.image_dataset_from_folder.*of type str"):
+        evaluate(model, "photos/")
     with pytest.raises(ValueError, match=r"as many labels as inputs.*60 inputs and 3 labels"):
         evaluate(model, (scores, y[:3]))
     with pytest.raises(ValueError, match=r"labels of `data` must lie in \[0, 4\).*to 7"):

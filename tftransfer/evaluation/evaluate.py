@@ -17,6 +17,7 @@ names its file.
 
 import dataclasses
 import logging
+import os
 
 import keras
 import numpy as np
@@ -327,9 +328,14 @@ def _select(data, model, batch_size):
                 "`data` must hold as many labels as inputs. "
                 f"Received: data=(x, y) with {len(x)} inputs and {len(y)} labels")
         return (x, y), None, None, None
+    hint = ""
+    if isinstance(data, (str, os.PathLike)):
+        hint = (" (for a folder of images, load it first: `tft.image_dataset_from_folder(path, "
+                "image_size=..., validation_split=0.0, shuffle=False)`, or run `tftransfer "
+                "evaluate MODEL FOLDER`)")
     raise TypeError(
         "`data` must be a DataSplits, a tf.data.Dataset of (inputs, labels) batches or a "
-        f"tuple (x, y). Received: data of type {type(data).__name__}")
+        f"tuple (x, y){hint}. Received: data of type {type(data).__name__}")
 
 
 def _batched(dataset, model, batch_size):
