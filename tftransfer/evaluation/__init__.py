@@ -7,6 +7,8 @@ from tftransfer.evaluation.baselines import nearest_neighbour
 from tftransfer.evaluation.calibration import ReliabilityBins
 from tftransfer.evaluation.calibration import expected_calibration_error
 from tftransfer.evaluation.calibration import reliability_bins
+from tftransfer.evaluation.domains import DomainReports
+from tftransfer.evaluation.domains import evaluate_domains
 from tftransfer.evaluation.evaluate import EvaluationReport
 from tftransfer.evaluation.evaluate import MisclassifiedExample
 from tftransfer.evaluation.evaluate import evaluate
@@ -31,6 +33,7 @@ from tftransfer.evaluation.text_baselines import tfidf_logistic_regression
 __all__ = [
     "BackboneRanking",
     "ClassificationReport",
+    "DomainReports",
     "EvaluationReport",
     "LabelEfficiency",
     "LinearProbeResult",
@@ -40,6 +43,7 @@ __all__ = [
     "baseline_accuracy",
     "classification_report",
     "evaluate",
+    "evaluate_domains",
     "expected_calibration_error",
     "fit_linear_probe",
     "label_efficiency",
