@@ -23,6 +23,7 @@ from tftransfer.export.publish import staging_directory
 from tftransfer.export.publish import titled
 from tftransfer.export.publish import write_labels
 from tftransfer.export.publish import write_metadata
+from tftransfer.training.lora import merge_lora
 from tftransfer.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def export_litert(model, path, *, quantization=None, representative_data=None,
         raise ValueError(
             "quantization='int8' needs `representative_data`: a few hundred training images "
             "that calibrate the activations' int8 ranges. Received: representative_data=None")
+    model = merge_lora(model)  # LoRA factors merged into plain kernels
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise VersionExistsError(f"{path!r} exists already. Pass `overwrite=True` to replace "

@@ -36,6 +36,7 @@ from tftransfer.export.signatures import signature_specs
 from tftransfer.export.signatures import verify_export
 from tftransfer.export.warmup import write_warmup
 from tftransfer.formats import EXTRA_DIR
+from tftransfer.training.lora import merge_lora
 from tftransfer.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ def export_saved_model(model, export_base, *, inputs=None, top_k=1, warmup=True,
     '2'
     """
     _check_classifier(model)
+    model = merge_lora(model)  # LoRA factors merged into plain kernels: no LoRA at serving time
     export_base = os.fspath(export_base)
     if version is not None and (
         isinstance(version, bool) or not isinstance(version, int) or version < 1

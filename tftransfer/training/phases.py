@@ -18,6 +18,12 @@ from tftransfer.training.freezing import backbone_of
 from tftransfer.training.freezing import freeze_batchnorm
 from tftransfer.training.freezing import select_trainable
 from tftransfer.training.freezing import unfreeze_top_blocks
+from tftransfer.training.lora import DEFAULT_METHOD
+from tftransfer.training.lora import DEFAULT_RANK
+from tftransfer.training.lora import check_lora
+from tftransfer.training.lora import check_method
+from tftransfer.training.lora import check_rank
+from tftransfer.training.lora import enable_lora
 from tftransfer.training.optimizers import block_multipliers
 from tftransfer.training.optimizers import discriminative_optimizer
 from tftransfer.training.options import DEFAULT_LEARNING_RATE
@@ -146,6 +152,9 @@ class FineTunePhase:
             below the top learns this many times slower; None: one rate.
         optimizer, copy_optimizer_settings, learning_rate_argument: as for
             `HeadPhase`.
+        method: ``"full"`` trains the unfrozen blocks' weights, ``"lora"``
+            low-rank updates of their kernels (`tftransfer.training.lora`).
+        rank: the rank of the LoRA factors (``method="lora"``).
     """
 
     number: ClassVar[int] = 2
@@ -159,11 +168,15 @@ class FineTunePhase:
     optimizer: object = None
     copy_optimizer_settings: bool = False
     learning_rate_argument: str = "learning_rate"
+    method: str = DEFAULT_METHOD
+    rank: int = DEFAULT_RANK
 
     def check(self, model, epochs_name="epochs"):
         """Validates the phase against `model`; returns the ids of the
         backbone layers it will unfreeze."""
         check_epochs(self.epochs, epochs_name)
+        check_method(self.method)
+        check_rank(self.rank)
         check_learning_rate(self.learning_rate, self.learning_rate_argument)
         check_optimizer(self.optimizer)
         if not 0.0 <= self.warmup < 1.0:
@@ -183,6 +196,9 @@ class FineTunePhase:
             return set()  # the phase does not run: there is nothing to unfreeze
         _, ids = select_trainable(model, None if self.from_layer else self.unfreeze_blocks,
                                   self.from_layer)
+        if self.method == "lora":
+            check_lora(model, self.rank, unfreeze_blocks=self.unfreeze_blocks,
+                       from_layer=self.from_layer)
         return ids
 
     def settings(self):
@@ -190,15 +206,22 @@ class FineTunePhase:
                 "unfreeze_blocks": self.unfreeze_blocks, "from_layer": self.from_layer,
                 "warmup": self.warmup,
                 "block_learning_rate_decay": self.block_learning_rate_decay,
-                "optimizer": _optimizer_name(self.optimizer)}
+                "optimizer": _optimizer_name(self.optimizer),
+                **({"method": "lora", "rank": self.rank} if self.method == "lora" else {})}
 
     def prepare(self, model, steps_per_epoch):
         """Unfreezes the blocks; returns (optimizer, info for the summary)."""
-        if self.from_layer is not None:
+        if self.method == "lora":
+            blocks = None if self.from_layer else self.unfreeze_blocks
+            enable_lora(model, self.rank, unfreeze_blocks=blocks, from_layer=self.from_layer)
+            unfrozen, _ = select_trainable(model, blocks, self.from_layer)
+        elif self.from_layer is not None:
             unfrozen = unfreeze_top_blocks(model, from_layer=self.from_layer)
         else:
             unfrozen = unfreeze_top_blocks(model, self.unfreeze_blocks)
         info = {"learning_rate": self.learning_rate, "unfrozen_blocks": unfrozen}
+        if self.method == "lora":
+            info.update(method="lora", rank=self.rank)
         if self.block_learning_rate_decay is not None:
             info["block_learning_rate_decay"] = self.block_learning_rate_decay
         if self.optimizer is not None and not self.copy_optimizer_settings:
@@ -223,7 +246,8 @@ class FineTunePhase:
     def title(self, info):
         """A line for the phase's progress: what trains."""
         blocks = info["unfrozen_blocks"]
-        return (f"fine-tuning {', '.join(blocks)} with the head (peak learning rate "
+        how = f" with LoRA of rank {self.rank}" if self.method == "lora" else ""
+        return (f"fine-tuning {', '.join(blocks)}{how} with the head (peak learning rate "
                 f"{self.learning_rate:g})")
 
     message_argument = HeadPhase.message_argument

@@ -7,6 +7,8 @@ which phases they run and in their defaults, nothing else.
 
 import keras
 
+from tftransfer.training.lora import DEFAULT_METHOD
+from tftransfer.training.lora import DEFAULT_RANK
 from tftransfer.training.options import DEFAULT_LEARNING_RATE
 from tftransfer.training.options import FINE_TUNE_LR_FACTOR
 from tftransfer.training.options import training_options
@@ -116,6 +118,8 @@ def fine_tune(
     epochs=5,
     unfreeze_blocks=2,
     from_layer=None,
+    method=DEFAULT_METHOD,
+    rank=DEFAULT_RANK,
     learning_rate=None,
     warmup=DEFAULT_WARMUP,
     block_learning_rate_decay=None,
@@ -152,6 +156,13 @@ def fine_tune(
             or ``"all"``. See `tftransfer.get_blocks`.
         from_layer: instead of `unfreeze_blocks`: unfreeze from this backbone
             layer up.
+        method: ``"full"`` (default) trains the unfrozen blocks' weights;
+            ``"lora"`` trains instead low-rank updates of their kernels
+            (Keras's `enable_lora`; in transformer blocks the attention's
+            query and value projections), everything else in the backbone
+            frozen: far fewer trained parameters. See
+            `tftransfer.training.lora`; export a LoRA model's `merge_lora`.
+        rank: the rank of the LoRA factors, with ``method="lora"``.
         learning_rate: peak learning rate. Default: a tenth of the model's
             current learning rate (the head phase's), or 1e-4 if the model
             has no optimizer yet.
@@ -180,7 +191,8 @@ def fine_tune(
                           unfreeze_blocks=unfreeze_blocks,
                           from_layer=from_layer, warmup=warmup,
                           block_learning_rate_decay=block_learning_rate_decay,
-                          optimizer=optimizer, learning_rate_argument="learning_rate")
+                          optimizer=optimizer, learning_rate_argument="learning_rate",
+                          method=method, rank=rank)
     return run_phases(model, x, validation_data, y=y, phases=[phase], options=options)
 
 
@@ -194,6 +206,8 @@ def fit_two_phase(
     fine_tune_epochs=5,
     unfreeze_blocks=2,
     from_layer=None,
+    method=DEFAULT_METHOD,
+    rank=DEFAULT_RANK,
     learning_rate=DEFAULT_LEARNING_RATE,
     fine_tune_learning_rate=None,
     warmup=DEFAULT_WARMUP,
@@ -243,6 +257,8 @@ def fit_two_phase(
         unfreeze_blocks: backbone blocks unfrozen in phase 2, from the top,
             or ``"all"``.
         from_layer: instead of `unfreeze_blocks`, unfreeze from this layer.
+        method, rank: how phase 2 trains: ``"full"`` or ``"lora"`` with
+            this rank (see `fine_tune`).
         learning_rate: phase 1's learning rate.
         fine_tune_learning_rate: phase 2's peak learning rate. Default: a
             tenth of `learning_rate`.
@@ -301,7 +317,8 @@ def fit_two_phase(
                       unfreeze_blocks=unfreeze_blocks, from_layer=from_layer, warmup=warmup,
                       block_learning_rate_decay=block_learning_rate_decay, optimizer=optimizer,
                       copy_optimizer_settings=template,
-                      learning_rate_argument="fine_tune_learning_rate"),
+                      learning_rate_argument="fine_tune_learning_rate",
+                      method=method, rank=rank),
     ]
     return run_phases(model, x, validation_data, y=y, phases=phases, options=options,
                       epoch_names=["head_epochs", "fine_tune_epochs"])
