@@ -56,6 +56,9 @@ from tftransfer.data.images import BadImage
 from tftransfer.data.images import check_image_size
 from tftransfer.data.images import read_image
 from tftransfer.data.images import resize_image
+from tftransfer.data.scan_index import file_key
+from tftransfer.data.scan_index import load_index
+from tftransfer.data.scan_index import save_index
 from tftransfer.data.splits import SPLITS
 from tftransfer.data.splits import BadFile
 from tftransfer.data.splits import DataSplits
@@ -133,19 +136,31 @@ def _check_file(path):
     return None
 
 
-def _scan(paths, verbose):
-    """Decodes every file fully; returns the reason for each bad one (or None)."""
+def _scan(directory, paths, verbose):
+    """Decodes every file fully, except those the folder's last scan decoded
+    unchanged (`tftransfer.data.scan_index`); returns the reason for each bad
+    one (or None)."""
+    remembered = load_index(directory)
+    keys = [file_key(path) for path in paths]
+    reasons = [remembered[path][1] if key is not None and path in remembered
+               and remembered[path][0] == key else False for path, key in zip(paths, keys)]
+    todo = [i for i, reason in enumerate(reasons) if reason is False]
     bar = None
     if verbose and paths:
-        _compat.print_msg(f"Checking {len(paths)} image files (each is decoded once)")
-        bar = keras.utils.Progbar(len(paths), unit_name="file")
-    reasons = []
+        known = len(paths) - len(todo)
+        _compat.print_msg(f"Checking {len(todo)} image files (each is decoded once)"
+                          + (f"; {known} unchanged since the last scan" if known else ""))
+        bar = keras.utils.Progbar(len(todo), unit_name="file") if todo else None
     workers = min(32, (os.cpu_count() or 1) + 2)
     with futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, reason in enumerate(pool.map(_check_file, paths), start=1):
-            reasons.append(reason)
+        for n, (i, reason) in enumerate(
+                zip(todo, pool.map(_check_file, [paths[i] for i in todo])), start=1):
+            reasons[i] = reason
             if bar is not None:
-                bar.update(i, finalize=i == len(paths))
+                bar.update(n, finalize=n == len(todo))
+    if todo or len(remembered) != len(paths):
+        save_index(directory, {path: (key, reason) for path, key, reason
+                               in zip(paths, keys, reasons) if key is not None})
     return reasons
 
 
@@ -280,7 +295,7 @@ def image_dataset_from_folder(
         )
 
     class_names, files, ignored = _list_folder(directory, class_names)
-    reasons = _scan([path for path, _, _ in files], verbose)
+    reasons = _scan(directory, [path for path, _, _ in files], verbose)
     bad = [BadFile(path, reason) for (path, _, _), reason in zip(files, reasons) if reason]
     for item in bad:
         logger.warning("Skipping %s: %s", item.path, item.reason)
