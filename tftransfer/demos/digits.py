@@ -37,6 +37,7 @@ from tftransfer.demos.common import EpochLog
 from tftransfer.demos.config import DemoConfig
 from tftransfer.demos.label_curve import run_curve
 from tftransfer.demos.label_curve import scratch_model
+from tftransfer.evaluation.baselines import baseline_accuracy
 from tftransfer.evaluation.evaluate import evaluate
 from tftransfer.export.rest import serving_request
 from tftransfer.export.serving import export_saved_model
@@ -112,14 +113,6 @@ def _split(config):
 def _first_epoch_reaching(curve, level):
     """1-based epoch at which a held-out curve first reaches `level`, or None."""
     return next((i + 1 for i, v in enumerate(curve) if v is not None and v >= level), None)
-
-
-def _nearest_neighbour_accuracy(train, test):
-    """Accuracy of 1-nearest-neighbour on raw pixels: how easy the task is."""
-    (xa, ya), (xb, yb) = train, test
-    a, b = xa.reshape(len(xa), -1), xb.reshape(len(xb), -1)
-    distances = (b**2).sum(1)[:, None] - 2 * b @ a.T + (a**2).sum(1)[None, :]
-    return float(np.mean(ya[distances.argmin(1)] == yb))
 
 
 def _accuracy(model, x, y):
@@ -332,8 +325,8 @@ def run_demo(out_dir, *, config=None, report=None, verbose=0, curve=True):
             "transfer": _first_epoch_reaching(history.history["val_accuracy"], 0.9),
             "scratch": _first_epoch_reaching(scratch_history.history["val_accuracy"], 0.9),
         },
-        "pixel_nearest_neighbour_accuracy": _nearest_neighbour_accuracy(
-            data["target_train"], data["target_test"]),
+        "pixel_nearest_neighbour_accuracy": baseline_accuracy(
+            "nearest_neighbour", data["target_train"], data["target_test"]),
         "source_accuracy_inference_mode": source_accuracy,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "export_dir": export_dir,
