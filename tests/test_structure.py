@@ -35,7 +35,8 @@ LAYERS = [
     ["tftransfer.backbones"],
     ["tftransfer.data"],
     ["tftransfer.layers", "tftransfer.distribute", "tftransfer.caching"],
-    ["tftransfer.errors", "tftransfer.formats", "tftransfer.version", "tftransfer._compat"],
+    ["tftransfer.errors", "tftransfer.formats", "tftransfer.version", "tftransfer.files",
+     "tftransfer._compat"],
 ]
 
 # Third-party packages a function may import where it needs them, and why.

@@ -17,10 +17,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 
 import PIL
 
+from tftransfer.files import write_atomically
 from tftransfer.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -76,15 +76,7 @@ def save_index(directory, entries):
              "files": {p: [key, reason] for p, (key, reason) in entries.items()}}
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(index, f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_atomically(path, json.dumps(index).encode("utf-8"))
     except OSError as err:
         logger.info("Could not remember the scan of %s in %s (%s): the next load decodes "
                     "every file again.", directory, path, err)

@@ -11,7 +11,8 @@ import html
 import json
 import os
 import re
-import tempfile
+
+from tftransfer.files import write_atomically
 
 FIGURE_TITLES = {
     "confusion_matrix": "Confusion matrix",
@@ -168,27 +169,6 @@ def to_html(summary, *, images=None):
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>Evaluation report</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")
-
-
-def write_atomically(path, data):
-    """Writes bytes to `path` by way of a temporary file in its directory
-    and a rename, so that a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file for its owner only: give it the mode a
-        # plain open() would (0o666 less the umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_report(directory, summary, *, images):
