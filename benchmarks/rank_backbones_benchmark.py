@@ -48,9 +48,9 @@ import scipy.stats
 import tensorflow as tf
 
 import tftransfer as tft
+from tftransfer.baselines import logistic_regression
 from tftransfer.data.digits import load_digits
 from tftransfer.demos.digits import digits_cnn
-from tftransfer.evaluation.baselines import logistic_regression
 from tftransfer.evaluation.ranking import METHODS
 from tftransfer.evaluation.ranking import rank_backbones
 

@@ -11,12 +11,12 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tftransfer.evaluation.baselines import DEFAULT_C_VALUES
-from tftransfer.evaluation.baselines import MAX_ITER
-from tftransfer.evaluation.baselines import ONE_SHOT_C
-from tftransfer.evaluation.baselines import baseline_accuracy
-from tftransfer.evaluation.baselines import logistic_regression
-from tftransfer.evaluation.baselines import nearest_neighbour
+from tftransfer.baselines import DEFAULT_C_VALUES
+from tftransfer.baselines import MAX_ITER
+from tftransfer.baselines import ONE_SHOT_C
+from tftransfer.baselines import baseline_accuracy
+from tftransfer.baselines import logistic_regression
+from tftransfer.baselines import nearest_neighbour
 
 
 def digits(per_class, *, seed=0, test=200):
@@ -201,3 +201,18 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match=r"`y` must be a 1-D array of integer labels.*"
                                          r"shape \(4, 2\)"):
         logistic_regression(x, np.eye(2)[[0, 1, 0, 1]])
+
+
+def test_near_constant_features_are_centred_not_scaled():
+    # A dead feature (float noise around zero, as all-MiniLM-L6-v2 has three)
+    # must not be blown up to unit variance: folded into a head, its weight
+    # coef / scale would be astronomically large, and fine-tuning turns it to NaN.
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    x = np.stack([y + rng.normal(0, 0.5, 40), rng.normal(0, 1e-30, 40)], axis=1)
+    model = logistic_regression(x, y, c_values=(1.0,))
+    scale = model[0].scale_
+    assert scale[1] == 1.0 and scale[0] == pytest.approx(x[:, 0].std())
+    folded = model[-1].coef_ / scale  # what fit_linear_probe writes into the kernel
+    assert np.all(np.isfinite(folded)) and np.abs(folded[:, 1]).max() < 1e-6
+    assert model.score(x, y) > 0.8

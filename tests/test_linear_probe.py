@@ -17,13 +17,13 @@ from sklearn.preprocessing import StandardScaler
 
 import tftransfer as tft
 from tftransfer.backbones.text import tiny_preset
+from tftransfer.baselines import DEFAULT_C_VALUES
+from tftransfer.baselines import MAX_ITER
+from tftransfer.baselines import logistic_regression
 from tftransfer.classifiers.text import build_text_classifier
-from tftransfer.evaluation.baselines import DEFAULT_C_VALUES
-from tftransfer.evaluation.baselines import MAX_ITER
-from tftransfer.evaluation.baselines import logistic_regression
-from tftransfer.evaluation.linear_probe import PHASE
-from tftransfer.evaluation.linear_probe import LinearProbeResult
-from tftransfer.evaluation.linear_probe import fit_linear_probe
+from tftransfer.training.linear_probe import PHASE
+from tftransfer.training.linear_probe import LinearProbeResult
+from tftransfer.training.linear_probe import fit_linear_probe
 
 
 def digits(num_classes, n=60, seed=0):

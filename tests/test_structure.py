@@ -34,7 +34,7 @@ LAYERS = [
     ["tftransfer.classifiers"],
     ["tftransfer.backbones"],
     ["tftransfer.data"],
-    ["tftransfer.layers", "tftransfer.distribute", "tftransfer.caching"],
+    ["tftransfer.layers", "tftransfer.distribute", "tftransfer.caching", "tftransfer.baselines"],
     ["tftransfer.errors", "tftransfer.formats", "tftransfer.version", "tftransfer.files",
      "tftransfer._compat"],
 ]

@@ -436,24 +436,68 @@ def test_minilm_two_phase_transfer_and_serving_raw_strings(minilm_dir, tmp_path)
     assert served["keras_hub_imported"] is False
 
 
+def _methods(**correct):
+    return {key: {"label": key.replace("_", " "), "correct": n} for key, n in correct.items()}
+
+
+def test_text_demo_verdict_names_the_winner_ties_and_noise():
+    line = text_demo.verdict(_methods(probe=45, lpft=47, tfidf=29), 48)
+    assert line.startswith("On these 48 held-out reviews lpft wins with 47/48 right, 2 reviews "
+                           "(4.2 points) ahead of probe, which is within noise")
+    line = text_demo.verdict(_methods(probe=40, lpft=44, tfidf=29), 48)
+    assert "lpft wins with 44/48 right, 4 reviews (8.3 points) ahead of probe (" in line
+    assert "within noise" in line and "which is within noise" not in line
+    line = text_demo.verdict(_methods(probe=45, lpft=45, tfidf=44), 48)
+    assert "probe and lpft tie with 45/48 right, 1 review (2.1 points) ahead of tfidf" in line
+    assert "wins" not in line
+    line = text_demo.verdict(_methods(a=30, b=30, c=30), 48)
+    assert "a, b and c tie with 30/48 right (one review is 2.1 points;" in line
+
+
 @pytest.mark.slow
 def test_cli_text_demo_quick(minilm_dir, tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--task", "text", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "two-phase transfer:" in printed and "frozen features:" in printed
-    assert "[5/5]" in printed and "TF-IDF + logistic regression:" in printed
+    assert "[5/5]" in printed
     report = json.loads((out / "report.json").read_text())
-    for key in ("frozen_features_accuracy", "transfer_accuracy", "served_accuracy",
-                "tfidf_logistic_regression_accuracy", "from_scratch_accuracy"):
-        assert 0.0 <= report[key] <= 1.0
-    assert report["frozen_features_loss"] > 0 and report["transfer_loss"] > 0
+    methods = report["methods"]
+    assert list(methods) == ["linear_probe", "library_defaults", "tfidf_logistic_regression",
+                             "from_scratch"]
+    for key, method in methods.items():
+        assert f"  {method['label']}:" in printed
+        assert 0.0 <= method["accuracy"] <= 1.0 and method["loss"] > 0
+        assert method["correct"] == round(48 * method["accuracy"])
+        assert report[f"{key}_accuracy"] == method["accuracy"]
+        assert report[f"{key}_loss"] == method["loss"]
+    assert report["transfer_accuracy"] == methods["library_defaults"]["accuracy"]
+    # The verdict says which method gets the most held-out reviews right.
+    best = max(m["correct"] for m in methods.values())
+    winners = [m["label"] for m in methods.values() if m["correct"] == best]
+    assert f"  {report['verdict']}" in printed.splitlines()
+    if len(winners) == 1:
+        assert f"reviews {winners[0]} wins with {best}/48 right" in report["verdict"]
+        gap = best - max(m["correct"] for m in methods.values() if m["correct"] < best)
+        assert f"{gap} review" in report["verdict"]
+        assert ("which is within noise" in report["verdict"]) == (gap <= 2)
+    else:
+        assert "wins" not in report["verdict"] and f" tie with {best}/48" in report["verdict"]
+        assert all(label in report["verdict"] for label in winners)
+    # LP-FT: the probe (C by cross-validation on the training reviews: the
+    # held-out ones choose nothing), then all six transformer layers.
+    summary = report["training_summary"]
+    assert [phase["phase"] for phase in summary] == ["linear_probe", 2]
+    assert summary[0]["c"] == report["linear_probe"]["c"]
+    assert summary[0]["c_selection"] == report["linear_probe"]["c_selection"] == "cross_validation"
+    assert report["linear_probe"]["num_validation"] == 0
+    assert not any(key.startswith("val_") for key in report["history"])
+    assert report["unfrozen_blocks"] == [f"transformer_layer_{i}" for i in range(6)]
+    assert report["history"]["phase"] == [2] and summary[1]["epochs"] == 1  # --quick
+    assert report["held_out_by_epoch"][-1]["correct"] == methods["library_defaults"]["correct"]
     # The export served what the model predicts, in a process without tftransfer.
     assert report["served_accuracy"] == pytest.approx(report["transfer_accuracy"])
     served = report["served"]
     assert served["tftransfer_imported"] is False and served["keras_hub_imported"] is False
     assert len(served["predicted"]) == report["data"]["test"] == 48
     assert set(served["predicted"]) <= {"negative", "positive"}
-    assert report["unfrozen_blocks"] == ["transformer_layer_4", "transformer_layer_5"]
-    assert report["history"]["phase"] == [1, 1, 2]
     assert os.path.isfile(os.path.join(report["export_dir"], "saved_model.pb"))

@@ -126,13 +126,17 @@ def _demo(args):
     return 0
 
 
+def _count(number, noun):
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _text_demo(args):
     if args.shots is not None:
         print("tftransfer demo: --shots applies to --task image only", file=sys.stderr)
         return 2
     overrides = {"seed": args.seed} if args.seed is not None else {}
-    if args.quick:
-        overrides.update(head_epochs=2, fine_tune_epochs=1)
+    if args.quick:  # the probe is fast; one fine-tuning epoch
+        overrides.update(fine_tune_epochs=1)
     config = dataclasses.replace(TextDemoConfig(), **overrides)
     report, tty = _progress(args)
     try:
@@ -141,24 +145,28 @@ def _text_demo(args):
     except MiniLMUnavailableError as err:
         print(f"tftransfer demo --task text: {err}", file=sys.stderr)
         return 1
-    served = result["served"]
+    served, test = result["served"], result["data"]["test"]
+    fine_tuned = result["training_summary"][-1]["epochs"]
+    notes = {
+        "linear_probe": f"C={result['linear_probe']['c']:g}, by cross-validation",
+        "library_defaults": f"the probe, then {_count(fine_tuned, 'epoch')} with "
+                            f"{len(result['unfrozen_blocks'])} transformer layers unfrozen",
+        "tfidf_logistic_regression": "no pretraining",
+        "from_scratch": "no pretraining",
+    }
     print("\r\033[K" if tty else "")
     print(f"Review sentiment with all-MiniLM-L6-v2 from {result['data']['train']} labelled "
-          f"reviews (held-out: {result['data']['test']}):")
-    print("                         accuracy  loss")
-    print(f"  two-phase transfer:    {result['transfer_accuracy']:.3f}     "
-          f"{result['transfer_loss']:.3f}   "
-          f"(top layers: {', '.join(result['unfrozen_blocks']) or 'none'})")
-    print(f"  frozen features:       {result['frozen_features_accuracy']:.3f}     "
-          f"{result['frozen_features_loss']:.3f}   "
-          f"({100 * result['improvement_over_frozen']:+.1f} points for fine-tuning)")
-    print(f"  TF-IDF + logistic regression: {result['tfidf_logistic_regression_accuracy']:.3f}"
-          f"   (no pretraining)")
-    print(f"  small network from scratch:   {result['from_scratch_accuracy']:.3f}")
-    print(f"  export:                {result['export_dir']}")
+          f"reviews (held-out: {test}):")
+    print(f"  {'':30s}accuracy  loss   right")
+    for key, method in result["methods"].items():
+        print(f"  {method['label'] + ':':30s}{method['accuracy']:.3f}     "
+              f"{method['loss']:.3f}  {method['correct']:2d}/{test}   ({notes[key]})")
+    print(f"  {result['verdict']}")
+    print(f"  export (library defaults): {result['export_dir']}")
     matches = sum(t == p for t, p in zip(served["true"], served["predicted"]))
     print(f"  raw strings served by TensorFlow + TensorFlow Text: {matches}/"
-          f"{len(served['true'])} correct")
+          f"{len(served['true'])} correct (the Keras model: "
+          f"{result['methods']['library_defaults']['correct']}/{test})")
     print(f"  report:                {os.path.join(args.out, 'report.json')}")
     print(f"  time:                  {result['seconds']['total']:.0f} s")
     return 0
@@ -282,7 +290,7 @@ def main(argv=None):
         "demo",
         help="transfer a digits backbone to new classes, compare with training from "
              "scratch, export for TF Serving (--task text: MiniLM on review sentiment, "
-             "compared with frozen features)",
+             "the library's defaults against a linear probe and TF-IDF)",
     )
     demo.add_argument("--task", choices=("image", "text"), default="image",
                       help="image: digits with a CNN pretrained in the demo; text: review "

@@ -86,7 +86,7 @@ class ImageClassifier(Classifier):
         backbone_spec=None,
         **kwargs,
     ):
-        _check_pooling(pooling)
+        check_pooling(pooling)
         if not isinstance(backbone, keras.Model):
             raise TypeError(
                 "`backbone` must be a `keras.Model` (use `build_classifier` to "
@@ -136,63 +136,7 @@ class ImageClassifier(Classifier):
                 (``images``, float32 ``[batch, height, width, 3]`` at the
                 model's size; another size is an InvalidArgument error).
         """
-        shape = list(self.inputs[0].shape[1:])
-        input_dtype = self.inputs[0].dtype
-        pixels = np.random.default_rng(0).integers(0, 256, [2, *shape]).astype("float32")
-
-        def forward_pixels(images):
-            images = tf.convert_to_tensor(images, tf.float32)
-            check = tf.debugging.assert_equal(
-                tf.shape(images)[1:], tf.constant(shape), message=(
-                    f"`images` must be raw pixels of shape [batch, {shape[0]}, {shape[1]}, "
-                    f"{shape[2]}] (the model's input); resize them first, or send encoded "
-                    "images to the serving_default signature"))
-            with tf.control_dependencies([check]):
-                return self(tf.cast(images, input_dtype), training=False)
-
-        if inputs == "pixels":
-            return ServingSpec(
-                input_name=IMAGE_INPUT,
-                input_signature=tf.TensorSpec([None, *shape], tf.float32, name=IMAGE_INPUT),
-                forward=forward_pixels, example=pixels,
-                description=f"raw RGB pixels in [0, 255], {shape[0]}x{shape[1]}",
-                backbone=self._serving_metadata(shape))
-        if inputs != "bytes":
-            raise ValueError(
-                f"`inputs` must be one of {self.serving_inputs} for an image classifier: "
-                "'bytes' serves encoded images (what a TF Serving client sends as base64), "
-                f"'pixels' raw pixel arrays. Received: inputs={inputs!r}")
-        size, channels = tuple(shape[:2]), shape[2]
-        if channels not in (1, 3):
-            raise ValueError(
-                f"Encoded images decode to RGB or grayscale pixels; model {self.name!r} takes "
-                f"{channels} channels: export it with inputs='pixels'. Received: inputs='bytes'")
-        return ServingSpec(
-            input_name=IMAGE_INPUT,
-            input_signature=tf.TensorSpec([None], tf.string, name=IMAGE_INPUT),
-            forward=lambda images: forward_pixels(tf_decode_images(images, size, channels)),
-            example=np.array([encode_png(image) for image in pixels.astype("uint8")],
-                             dtype=object),
-            description=(
-                "encoded images (JPEG, PNG, GIF, BMP, WebP), one per example; decoded, "
-                f"converted to {'RGB' if channels == 3 else 'grayscale'} (alpha onto white) and "
-                f"resized to {size[0]}x{size[1]} in the graph; EXIF orientation is not applied"),
-            backbone=self._serving_metadata(shape))
-
-    def _serving_metadata(self, shape):
-        spec = self.backbone_spec
-        try:
-            blocks = list(get_blocks(self))
-        except ValueError:  # a backbone whose layer names form no blocks
-            blocks = []
-        return {
-            "name": spec.name,
-            "source": spec.source,
-            "input_shape": shape,
-            "input_range": [0, 255],
-            "preprocessing": spec.preprocessing or "inside the backbone",
-            "blocks": blocks,
-        }
+        return image_serving_spec(self, inputs)
 
     @classmethod
     def from_config(cls, config):
@@ -201,8 +145,81 @@ class ImageClassifier(Classifier):
         config["backbone_spec"] = cls._spec_from_config(config)
         return cls(**config)
 
+def image_serving_spec(model, inputs="bytes"):
+    """How `tftransfer.export_saved_model` serves an image model (an
+    `ImageClassifier`, a `tftransfer.MultiTaskModel`): see
+    `ImageClassifier.serving_spec`.
 
-def _check_pooling(pooling):
+    Args:
+        inputs: ``"bytes"``: encoded images (``images``, `tf.string`
+            ``[batch]``: JPEG, PNG, GIF, BMP or WebP), decoded, converted
+            to RGB and resized inside the graph (`tftransfer.data.images.
+            tf_decode_images`); ``"pixels"``: raw RGB pixels in [0, 255]
+            (``images``, float32 ``[batch, height, width, 3]`` at the
+            model's size; another size is an InvalidArgument error).
+    """
+    shape = list(model.inputs[0].shape[1:])
+    input_dtype = model.inputs[0].dtype
+    pixels = np.random.default_rng(0).integers(0, 256, [2, *shape]).astype("float32")
+
+    def forward_pixels(images):
+        images = tf.convert_to_tensor(images, tf.float32)
+        check = tf.debugging.assert_equal(
+            tf.shape(images)[1:], tf.constant(shape), message=(
+                f"`images` must be raw pixels of shape [batch, {shape[0]}, {shape[1]}, "
+                f"{shape[2]}] (the model's input); resize them first, or send encoded "
+                "images to the serving_default signature"))
+        with tf.control_dependencies([check]):
+            return model(tf.cast(images, input_dtype), training=False)
+
+    if inputs == "pixels":
+        return ServingSpec(
+            input_name=IMAGE_INPUT,
+            input_signature=tf.TensorSpec([None, *shape], tf.float32, name=IMAGE_INPUT),
+            forward=forward_pixels, example=pixels,
+            description=f"raw RGB pixels in [0, 255], {shape[0]}x{shape[1]}",
+            backbone=serving_metadata(model, shape))
+    if inputs != "bytes":
+        raise ValueError(
+            f"`inputs` must be one of {model.serving_inputs} for an image classifier: "
+            "'bytes' serves encoded images (what a TF Serving client sends as base64), "
+            f"'pixels' raw pixel arrays. Received: inputs={inputs!r}")
+    size, channels = tuple(shape[:2]), shape[2]
+    if channels not in (1, 3):
+        raise ValueError(
+            f"Encoded images decode to RGB or grayscale pixels; model {model.name!r} takes "
+            f"{channels} channels: export it with inputs='pixels'. Received: inputs='bytes'")
+    return ServingSpec(
+        input_name=IMAGE_INPUT,
+        input_signature=tf.TensorSpec([None], tf.string, name=IMAGE_INPUT),
+        forward=lambda images: forward_pixels(tf_decode_images(images, size, channels)),
+        example=np.array([encode_png(image) for image in pixels.astype("uint8")],
+                         dtype=object),
+        description=(
+            "encoded images (JPEG, PNG, GIF, BMP, WebP), one per example; decoded, "
+            f"converted to {'RGB' if channels == 3 else 'grayscale'} (alpha onto white) and "
+            f"resized to {size[0]}x{size[1]} in the graph; EXIF orientation is not applied"),
+        backbone=serving_metadata(model, shape))
+
+
+def serving_metadata(model, shape):
+    """The backbone's entry of an image model's export metadata."""
+    spec = model.backbone_spec
+    try:
+        blocks = list(get_blocks(model))
+    except ValueError:  # a backbone whose layer names form no blocks
+        blocks = []
+    return {
+        "name": spec.name,
+        "source": spec.source,
+        "input_shape": shape,
+        "input_range": [0, 255],
+        "preprocessing": spec.preprocessing or "inside the backbone",
+        "blocks": blocks,
+    }
+
+
+def check_pooling(pooling):
     if pooling not in _POOLING:
         raise ValueError(f"`pooling` must be one of {_POOLING}. Received: pooling={pooling!r}")
 
@@ -276,7 +293,7 @@ def build_classifier(
     num_classes, class_names = resolve_classes(num_classes=num_classes,
                                                class_names=class_names, data=data)
     class_names = resolve_class_names(num_classes, class_names)
-    _check_pooling(pooling)
+    check_pooling(pooling)
     check_head_options(dropout=dropout, activation=activation, multi_label=multi_label,
                        hidden_units=hidden_units)
     with dtype_policy(dtype):

@@ -12,7 +12,12 @@ The tokenizer is **inside** the model: `TextClassifier` takes raw strings, in
 signature takes a string tensor ``text`` and tokenizes in the graph. The
 tokenizer runs TensorFlow Text ops, so a process that loads the export needs
 ``import tensorflow_text`` (which registers them) before
-``tf.saved_model.load``; it does not need keras-hub or tftransfer.
+``tf.saved_model.load``; it does not need keras-hub or tftransfer. They are
+ops that TensorFlow Text 2.12.1 has, the release inside stock TF Serving
+images: the packing after the tokenizer is `tftransfer.classifiers.packing`
+(core TensorFlow ops), not keras-hub's packer, whose trimmer needs a later
+TensorFlow Text. `tftransfer.export_litert` exports the model after the
+tokenizer (token ids in), with the vocabulary beside it.
 
 The encoder's transformer layers (``transformer_layer_0`` ...) are the blocks
 that `tftransfer.unfreeze_top_blocks` and `tftransfer.fit_two_phase` count from
@@ -22,6 +27,7 @@ built or loaded.
 """
 
 import copy
+import logging
 import os
 
 import keras
@@ -36,6 +42,8 @@ from tftransfer.backbones.text import load_text_backbone
 from tftransfer.classifiers.base import Classifier
 from tftransfer.classifiers.base import ServingSpec
 from tftransfer.classifiers.head import resolve_class_names
+from tftransfer.classifiers.sequence_length import check_texts
+from tftransfer.classifiers.sequence_length import sequence_length_from_texts
 from tftransfer.classifiers.text_layers import TRANSFORMER_BLOCK_PATTERN
 from tftransfer.classifiers.text_layers import TextPreprocessing
 from tftransfer.classifiers.text_layers import TokenPooling
@@ -44,6 +52,10 @@ from tftransfer.formats import TEXT_INPUT
 
 DEFAULT_DROPOUT = 0.1
 """The head's default dropout rate for text classifiers."""
+
+_SHORTEST = 3  # a valid length to load with before "auto" measures the texts
+
+logger = logging.getLogger(__name__)
 
 
 
@@ -304,6 +316,7 @@ def build_text_classifier(
     dropout=DEFAULT_DROPOUT,
     activation=None,
     multi_label=False,
+    texts=None,
     name=None,
 ):
     """Builds a text classifier: a frozen pretrained encoder, its tokenizer
@@ -322,7 +335,13 @@ def build_text_classifier(
         pooling: ``"mean"`` (the mean over non-padding tokens: what
             sentence-embedding models like MiniLM are trained for) or
             ``"cls"`` (the first token).
-        sequence_length: texts are cut (or padded) to this many tokens.
+        sequence_length: texts are cut (or padded) to this many tokens,
+            special tokens included; or ``"auto"``: the length that holds 99%
+            of `texts` whole, a multiple of 8, at most the encoder's maximum
+            (see `tftransfer.classifiers.sequence_length`). Short texts train
+            and serve faster with a shorter length, with the same results.
+        texts: with ``sequence_length="auto"``: the texts to measure, e.g.
+            the training texts.
         hidden_units, hidden_activation, dropout, activation, multi_label:
             the head, as for `tftransfer.build_classifier`.
         name: model name. Default: ``"<architecture>_text_classifier"``.
@@ -347,7 +366,21 @@ def build_text_classifier(
     class_names = resolve_class_names(num_classes, class_names)
     check_text_head_options(pooling=pooling, dropout=dropout, activation=activation,
                             multi_label=multi_label, hidden_units=hidden_units)
-    encoder, preprocessor = load_text_backbone(backbone, sequence_length=sequence_length)
+    if sequence_length == "auto":
+        texts = check_texts(texts)
+        encoder, preprocessor = load_text_backbone(backbone, sequence_length=_SHORTEST)
+        sequence_length = sequence_length_from_texts(
+            preprocessor, texts, maximum=getattr(encoder, "max_sequence_length", None))
+        preprocessor.sequence_length = sequence_length
+        logger.info("sequence_length='auto': %d tokens hold 99%% of the %d texts whole",
+                    sequence_length, len(texts))
+    else:
+        if texts is not None:
+            raise ValueError(
+                "`texts` is read only with sequence_length='auto' (it measures their token "
+                "lengths). Pass sequence_length='auto', or leave `texts` out. Received: "
+                f"sequence_length={sequence_length!r} and {len(texts)} texts")
+        encoder, preprocessor = load_text_backbone(backbone, sequence_length=sequence_length)
     if name is None:
         name = f"{type(encoder).__name__.removesuffix('Backbone').lower()}_text_classifier"
     model = TextClassifier(

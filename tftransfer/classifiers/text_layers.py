@@ -7,6 +7,8 @@ import tensorflow as tf
 
 from tftransfer.backbones.text import import_keras_hub
 from tftransfer.classifiers.head import check_head_options
+from tftransfer.classifiers.packing import pack_text
+from tftransfer.classifiers.packing import packing_of
 
 POOLING_MODES = ("mean", "cls")
 """How `TextClassifier` turns token vectors into one vector per text:
@@ -23,13 +25,23 @@ for FNet); the embedding layers below them join the first block."""
 
 @keras.saving.register_keras_serializable(package="tftransfer")
 class TextPreprocessing(keras.layers.Layer):
-    """Runs a keras-hub preprocessor (tokenizer, packing, padding) as a layer
-    of a functional model: strings in, integer features out.
+    """Tokenizes strings with a keras-hub preprocessor's tokenizer and packs
+    them, as a layer of a functional model: strings in, integer features out.
 
-    The wrapped preprocessor only runs on real strings. For symbolic inputs
-    the output spec is known without it (``(batch, sequence_length)``
-    integers per key), so the model can be rebuilt from its config before
-    the tokenizer's vocabulary is restored from a `.keras` file's assets.
+    The word pieces come from the preprocessor's tokenizer; the packing
+    (cut to the sequence length, start and end tokens, padding, padding mask,
+    segment ids) is `tftransfer.classifiers.packing.pack_text`, with the
+    settings of the preprocessor's packer. It gives the numbers keras-hub's
+    preprocessor gives for one text per example, with core TensorFlow ops
+    only, where keras-hub's packer trims with ``TFText>RoundRobinTrim``, an
+    op that the TensorFlow Text inside stock TF Serving images (2.12.1) lacks.
+    `fit`, `predict`, the SavedModel export and the token ids a LiteRT export
+    takes all come from this one code path.
+
+    The tokenizer only runs on real strings. For symbolic inputs the output
+    spec is known without it (``(batch, sequence_length)`` integers per key),
+    so the model can be rebuilt from its config before the tokenizer's
+    vocabulary is restored from a `.keras` file's assets.
 
     Args:
         preprocessor: a keras-hub ``TextClassifierPreprocessor``.
@@ -57,8 +69,11 @@ class TextPreprocessing(keras.layers.Layer):
         return self._tokenize(text)
 
     def _tokenize(self, text):
-        features = self.preprocessor(text)
-        return {key: tf.cast(features[key], tf.int32) for key in self.output_keys}
+        packing = packing_of(self.preprocessor)
+        scalar = text.shape.rank == 0
+        pieces = self.preprocessor.tokenizer(text[None] if scalar else text)
+        features = pack_text(pieces, packing)
+        return {key: features[key][0] if scalar else features[key] for key in self.output_keys}
 
     def compute_output_spec(self, text):
         shape = (text.shape[0], self.sequence_length)

@@ -7,6 +7,7 @@ import os
 import keras
 
 from tftransfer.classifiers.base import Classifier
+from tftransfer.classifiers.text import TextClassifier
 from tftransfer.data.folders import image_dataset_from_folder
 from tftransfer.evaluation.evaluate import evaluate as evaluate_model
 from tftransfer.export.litert import export_litert
@@ -57,7 +58,8 @@ def export(args):
     model = load(args.model)
     if args.format == "litert":
         calibration = None
-        if args.calibration_dir is not None:
+        # Text classifiers take no int8 (`export_litert` says why), so no calibration images.
+        if args.calibration_dir is not None and not isinstance(model, TextClassifier):
             data = image_dataset_from_folder(args.calibration_dir,
                                              image_size=model.input_shape[1:3],
                                              validation_split=0.0, verbose=0)

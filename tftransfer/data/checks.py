@@ -49,6 +49,10 @@ def check_inputs(model, what, data):
 
 
 def _classes(model):
+    if getattr(model, "tasks", None) or len(model.outputs) != 1:
+        # A multi-task model (`tftransfer.MultiTaskModel`) checks its labels per
+        # task, where -1 is a missing label.
+        return None
     outputs = tuple(model.outputs[0].shape)
     return outputs[-1] if len(outputs) == 2 else None
 
@@ -110,3 +114,20 @@ def guard_labels(model, what, dataset):
             return (element[0], tf.identity(labels), *element[2:])
 
     return dataset.map(check)
+
+
+def class_indices(y, where):
+    """Integer class indices of integer or one-hot labels, or a ValueError
+    naming `where`."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1 and np.all((y == 0) | (y == 1)) and np.all(
+            y.sum(axis=1) == 1):
+        return y.argmax(axis=1)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.dtype.kind not in "biu":
+        raise ValueError(
+            f"The labels of {where} must be integer class indices or one-hot rows "
+            "(single-label data). "
+            f"Received: labels of shape {y.shape} and dtype {y.dtype}")
+    return y.astype(np.int64)

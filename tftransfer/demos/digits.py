@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from tftransfer.backbones.load import load_backbone
+from tftransfer.baselines import baseline_accuracy
 from tftransfer.classifiers.image import build_classifier
 from tftransfer.data.digits import load_digits
 from tftransfer.data.digits import place_on_canvas
@@ -37,7 +38,6 @@ from tftransfer.demos.common import EpochLog
 from tftransfer.demos.config import DemoConfig
 from tftransfer.demos.label_curve import run_curve
 from tftransfer.demos.label_curve import scratch_model
-from tftransfer.evaluation.baselines import baseline_accuracy
 from tftransfer.evaluation.evaluate import evaluate
 from tftransfer.export.rest import serving_request
 from tftransfer.export.serving import export_saved_model

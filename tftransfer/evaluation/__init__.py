@@ -1,9 +1,9 @@
 """Evaluation on the target task.
 """
 
-from tftransfer.evaluation.baselines import baseline_accuracy
-from tftransfer.evaluation.baselines import logistic_regression
-from tftransfer.evaluation.baselines import nearest_neighbour
+from tftransfer.baselines import baseline_accuracy
+from tftransfer.baselines import logistic_regression
+from tftransfer.baselines import nearest_neighbour
 from tftransfer.evaluation.calibration import ReliabilityBins
 from tftransfer.evaluation.calibration import expected_calibration_error
 from tftransfer.evaluation.calibration import reliability_bins
@@ -15,8 +15,6 @@ from tftransfer.evaluation.evaluate import evaluate
 from tftransfer.evaluation.label_efficiency import LabelEfficiency
 from tftransfer.evaluation.label_efficiency import label_efficiency
 from tftransfer.evaluation.label_efficiency import pixel_baseline
-from tftransfer.evaluation.linear_probe import LinearProbeResult
-from tftransfer.evaluation.linear_probe import fit_linear_probe
 from tftransfer.evaluation.logme import logme
 from tftransfer.evaluation.plots import plot_confusion_matrix
 from tftransfer.evaluation.plots import plot_learning_curves
@@ -29,6 +27,8 @@ from tftransfer.evaluation.report import ClassificationReport
 from tftransfer.evaluation.report import classification_report
 from tftransfer.evaluation.text_baselines import text_from_scratch
 from tftransfer.evaluation.text_baselines import tfidf_logistic_regression
+from tftransfer.training.linear_probe import LinearProbeResult
+from tftransfer.training.linear_probe import fit_linear_probe
 
 __all__ = [
     "BackboneRanking",

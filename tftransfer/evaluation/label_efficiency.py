@@ -22,9 +22,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer.evaluation.baselines import BASELINES
-from tftransfer.evaluation.baselines import logistic_regression
-from tftransfer.evaluation.baselines import nearest_neighbour
+from tftransfer.baselines import BASELINES
+from tftransfer.baselines import logistic_regression
+from tftransfer.baselines import nearest_neighbour
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def pixel_baseline(kind, *, scale=1 / 255):
 
     Args:
         kind: ``"logistic_regression"`` (C chosen by cross-validation on the
-            labelled examples, see `tftransfer.evaluation.baselines`) or
+            labelled examples, see `tftransfer.baselines`) or
             ``"nearest_neighbour"`` (1-NN, Euclidean).
         scale: the inputs are multiplied by it (pixels in [0, 255] to [0, 1]).
     """

@@ -5,7 +5,7 @@ inference mode, up to the input of its classification head (what the head
 phase of `tftransfer.fit_two_phase` trains on), and scores those features:
 
 - ``"linear_probe"`` (default): a logistic regression
-  (`tftransfer.evaluation.baselines.logistic_regression`, C chosen by
+  (`tftransfer.baselines.logistic_regression`, C chosen by
   cross-validation on the training features) scored by its accuracy on
   held-out features: a direct estimate of the frozen-phase accuracy.
 - ``"knn"``: the accuracy on held-out features of a `KNN_NEIGHBOURS`-nearest-
@@ -36,11 +36,12 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tftransfer.baselines import logistic_regression
 from tftransfer.classifiers.base import Classifier
 from tftransfer.classifiers.image import build_classifier
 from tftransfer.classifiers.inputs import check_backbone_input
+from tftransfer.data.checks import class_indices
 from tftransfer.data.splits import DataSplits
-from tftransfer.evaluation.baselines import logistic_regression
 from tftransfer.evaluation.logme import logme
 from tftransfer.evaluation.ranking_table import BackboneRanking
 from tftransfer.evaluation.ranking_table import RankedBackbone
@@ -109,23 +110,6 @@ def _named_candidates(candidates):
             "Pass a dict {name: candidate} to name them. "
             f"Received: candidates named {names}")
     return pairs
-
-
-def class_indices(y, where):
-    """Integer class indices of integer or one-hot labels, or a ValueError
-    naming `where`."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1 and np.all((y == 0) | (y == 1)) and np.all(
-            y.sum(axis=1) == 1):
-        return y.argmax(axis=1)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or y.dtype.kind not in "biu":
-        raise ValueError(
-            f"The labels of {where} must be integer class indices or one-hot rows "
-            "(single-label data). "
-            f"Received: labels of shape {y.shape} and dtype {y.dtype}")
-    return y.astype(np.int64)
 
 
 def _as_inputs(x):

@@ -18,9 +18,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from tftransfer.evaluation.baselines import DEFAULT_C_VALUES
-from tftransfer.evaluation.baselines import MAX_ITER
-from tftransfer.evaluation.baselines import fit_choosing_c
+from tftransfer.baselines import DEFAULT_C_VALUES
+from tftransfer.baselines import MAX_ITER
+from tftransfer.baselines import fit_choosing_c
 
 TEXT_FROM_SCRATCH_EPOCHS = 30
 EMBEDDING_DIM = 32

@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from tftransfer.classifiers.base import Classifier
+from tftransfer.classifiers.multitask import MultiTaskModel
 from tftransfer.classifiers.predictions import check_top_k
 from tftransfer.distribute import is_chief
 from tftransfer.errors import VersionExistsError
@@ -47,10 +48,11 @@ images, ``serving_pixels`` raw pixels; format 1's only signature took raw pixels
 
 
 def _check_classifier(model):
-    if not isinstance(model, Classifier):
+    if not isinstance(model, (Classifier, MultiTaskModel)):
         raise TypeError(
             "`model` must be a classifier built by tftransfer (a `tftransfer.Classifier`: "
-            "`build_classifier`, `build_text_classifier`). For any other Keras model use "
+            "`build_classifier`, `build_text_classifier`) or a `tftransfer.MultiTaskModel` "
+            "(`build_multitask`, `build_regressor`). For any other Keras model use "
             f"`model.export()`. Received: model={getattr(model, 'name', model)!r} of type "
             f"{type(model).__name__}"
         )
@@ -58,16 +60,22 @@ def _check_classifier(model):
 
 def _metadata(model, specs, version, extra, top_k):
     default = specs[DEFAULT_SIGNATURE]
+    if isinstance(model, MultiTaskModel):
+        labels = {"tasks": {name: {"kind": head.kind, "labels": list(head.labels),
+                                   "outputs": head.describe_outputs(name)}
+                            for name, head in model.tasks.items()}}
+    else:
+        labels = {"class_names": list(model.class_names),
+                  "multi_label": bool(model.multi_label)}
     metadata = {
         "format": EXPORT_FORMAT,
         "version": version,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "backbone": default.backbone,
-        "class_names": list(model.class_names),
-        "multi_label": bool(model.multi_label),
-        "signatures": {name: describe(spec, top_k) for name, spec in specs.items()},
+        **labels,
+        "signatures": {name: describe(spec, top_k, model) for name, spec in specs.items()},
         # Format 1's one signature, kept for readers of it.
-        "signature": {"name": DEFAULT_SIGNATURE, **describe(default, top_k)},
+        "signature": {"name": DEFAULT_SIGNATURE, **describe(default, top_k, model)},
         "training": list(getattr(model, "training_summary", [])),
         "versions": {
             "tftransfer": package_version(),
@@ -173,7 +181,13 @@ def export_saved_model(model, export_base, *, inputs=None, top_k=1, warmup=True,
             raise TypeError(
                 f"`metadata` must be JSON-serializable ({err}). Received: metadata={metadata!r}"
             ) from None
-    check_top_k(top_k, model.num_classes)
+    if isinstance(model, MultiTaskModel):
+        if top_k != 1:
+            raise ValueError(
+                "A multi-task export returns each classification task's most probable "
+                f"class and all its probabilities; it has no top_k. Received: top_k={top_k!r}")
+    else:
+        check_top_k(top_k, model.num_classes)
     if inputs is not None and inputs not in model.serving_inputs:
         raise ValueError(
             f"`inputs` must be one of {model.serving_inputs} for a {type(model).__name__}"
@@ -242,7 +256,8 @@ def _export_version(model, export_base, *, version, overwrite, metadata, verify_
             archive.write_out(staging, verbose=False)
         extra = os.path.join(staging, EXTRA_DIR)
         os.makedirs(extra, exist_ok=True)
-        write_labels(extra, model.class_names)
+        if not isinstance(model, MultiTaskModel):  # its tasks' labels: in the metadata
+            write_labels(extra, model.class_names)
         write_metadata(extra, _metadata(model, specs, version, metadata, top_k))
         if warmup:
             write_warmup(staging, specs, model_name=os.path.basename(

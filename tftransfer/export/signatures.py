@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.classifiers.multitask import MultiTaskModel
+
 DEFAULT_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "serving_pixels"
 
@@ -28,7 +30,11 @@ def signature_specs(model, inputs):
 
 def serving_function(model, spec, top_k=1):
     """The function behind a signature: inputs -> probabilities, the most
-    probable class (id and name), and the `top_k` best when `top_k` > 1."""
+    probable class (id and name), and the `top_k` best when `top_k` > 1; for
+    a `tftransfer.MultiTaskModel`, each task's outputs
+    (`MultiTaskModel.serving_outputs`)."""
+    if isinstance(model, MultiTaskModel):
+        return lambda inputs: model.serving_outputs(spec.forward(inputs))
     class_names = tf.constant(model.class_names)
 
     def serve(inputs):
@@ -49,8 +55,13 @@ def serving_function(model, spec, top_k=1):
     return serve
 
 
-def describe(spec, top_k):
+def describe(spec, top_k, model=None):
     """A signature's metadata entry."""
+    if isinstance(model, MultiTaskModel):
+        outputs = {}
+        for name, head in model.tasks.items():
+            outputs.update(head.describe_outputs(name))
+        return {"inputs": _inputs(spec), "outputs": outputs}
     outputs = {
         "probabilities": "float32 [batch, num_classes]",
         "class_ids": "int64 [batch]: the most probable class",
@@ -62,15 +73,16 @@ def describe(spec, top_k):
             "top_k_class_ids": f"int64 [batch, {top_k}]",
             "top_k_class_names": f"string [batch, {top_k}]",
         })
+    return {"inputs": _inputs(spec), "outputs": outputs}
+
+
+def _inputs(spec):
     return {
-        "inputs": {
-            spec.input_name: {
-                "dtype": spec.input_signature.dtype.name,
-                "shape": spec.input_signature.shape.as_list(),
-                "description": spec.description,
-            }
-        },
-        "outputs": outputs,
+        spec.input_name: {
+            "dtype": spec.input_signature.dtype.name,
+            "shape": spec.input_signature.shape.as_list(),
+            "description": spec.description,
+        }
     }
 
 
@@ -80,6 +92,9 @@ def verify_export(path, model, specs, atol):
     loaded = tf.saved_model.load(path)
     for name, spec in specs.items():
         served = loaded.signatures[name](**{spec.input_name: tf.constant(spec.example)})
+        if isinstance(model, MultiTaskModel):
+            _verify_tasks(name, served, model.serving_outputs(spec.forward(spec.example)), atol)
+            continue
         expected = keras.ops.convert_to_numpy(model.probabilities(spec.forward(spec.example)))
         got = served["probabilities"].numpy()
         if got.shape != expected.shape or not np.allclose(got, expected, atol=atol):
@@ -87,3 +102,16 @@ def verify_export(path, model, specs, atol):
                 f"The exported SavedModel's {name} signature does not reproduce the model's "
                 f"probabilities (max difference {np.abs(got - expected).max():.3g}); nothing "
                 "was published.")
+
+
+def _verify_tasks(name, served, expected, atol):
+    """Every float output of a multi-task export against the model's."""
+    for key, value in expected.items():
+        if not value.dtype.is_floating:
+            continue
+        got, want = served[key].numpy(), value.numpy()
+        if got.shape != want.shape or not np.allclose(got, want, atol=atol):
+            raise RuntimeError(
+                f"The exported SavedModel's {name} signature does not reproduce the model's "
+                f"{key} (max difference {np.abs(got - want).max():.3g}); nothing was "
+                "published.")

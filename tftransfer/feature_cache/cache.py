@@ -23,7 +23,9 @@ from tftransfer.feature_cache.cut import plan_cut
 from tftransfer.feature_cache.cut import replay
 from tftransfer.feature_cache.extract import frozen_forward
 from tftransfer.feature_cache.feed import array_dataset
+from tftransfer.feature_cache.feed import as_arrays
 from tftransfer.feature_cache.feed import in_order_dataset
+from tftransfer.feature_cache.feed import rows
 from tftransfer.feature_cache.feed import stream_dataset
 from tftransfer.feature_cache.graph import flatten_graph
 from tftransfer.feature_cache.graph import planned_trainability
@@ -371,15 +373,15 @@ class FeatureCache:
         kwargs["shuffle"] = False  # the dataset below shuffles itself
         kwargs.pop("sample_weight", None)
         split = kwargs.pop("validation_split", 0.0) if split else 0.0
-        arrays = [entry.features, np.asarray(y)]
+        arrays = [entry.features, as_arrays(y)]
         if sample_weight is not None:
-            arrays.append(np.asarray(sample_weight))
+            arrays.append(as_arrays(sample_weight))
         if split:  # as Keras does it: the last rows, before shuffling
             at = int(math.floor(len(entry.features) * (1.0 - split)))
             kwargs["validation_data"] = array_dataset(
-                [a[at:] for a in arrays], kwargs.pop("validation_batch_size", None)
+                [rows(a, slice(at, None)) for a in arrays], kwargs.pop("validation_batch_size", None)
                 or batch_size, shuffle=False)
-            arrays = [a[:at] for a in arrays]
+            arrays = [rows(a, slice(None, at)) for a in arrays]
         return array_dataset(arrays, batch_size, shuffle=bool(shuffle), seed=self.shuffle_seed,
                               first_epoch=first_epoch), None, kwargs
 
@@ -390,5 +392,5 @@ class FeatureCache:
             arrays = (entry.features, *source.targets)
             dataset = in_order_dataset(arrays, batch_size) if in_order else None
             return arrays if dataset is None else dataset
-        return array_dataset([entry.features, *map(np.asarray, source.targets)], batch_size,
+        return array_dataset([entry.features, *map(as_arrays, source.targets)], batch_size,
                               shuffle=False)

@@ -52,8 +52,8 @@ def steps_per_epoch(x, fit_kwargs):
 
 
 def array_dataset(arrays, batch_size, *, shuffle, seed=None, first_epoch=0):
-    """Batches of rows of `arrays` (memory maps included), in order or
-    reshuffled every epoch, read lazily.
+    """Batches of rows of `arrays` (memory maps included; an entry may be a
+    dict of arrays), in order or reshuffled every epoch, read lazily.
 
     Epoch ``e``'s order depends only on ``(seed, e)``; the n-th iteration of
     the dataset is epoch ``first_epoch + n``. So a run resumed at epoch ``e``
@@ -61,6 +61,9 @@ def array_dataset(arrays, batch_size, *, shuffle, seed=None, first_epoch=0):
     defaults to a draw from NumPy's global generator (which
     `keras.utils.set_random_seed` seeds).
     """
+    structure = list(arrays)  # an entry may be a dict of arrays (a multi-task model's labels)
+    arrays = tf.nest.flatten(structure)
+    nested = len(arrays) != len(structure)
     count = len(arrays[0])
     if seed is None:
         seed = int(np.random.randint(2**31 - 1))
@@ -80,7 +83,20 @@ def array_dataset(arrays, batch_size, *, shuffle, seed=None, first_epoch=0):
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(
         math.ceil(count / batch_size)))
+    if nested:
+        dataset = dataset.map(lambda *flat: tuple(tf.nest.pack_sequence_as(structure,
+                                                                           list(flat))))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def as_arrays(value):
+    """`value` (an array, or a dict of arrays) as NumPy arrays, in the same structure."""
+    return tf.nest.map_structure(np.asarray, value)
+
+
+def rows(value, index):
+    """The rows `index` (a slice) of an array or of each array of a dict."""
+    return tf.nest.map_structure(lambda array: array[index], value)
 
 
 def stream_dataset(features, stream, *, seed=None, first_epoch=0):

@@ -14,6 +14,7 @@ import tensorflow as tf
 from tftransfer.data.checks import guard_labels
 from tftransfer.data.checks import is_array
 from tftransfer.feature_cache.feed import array_dataset
+from tftransfer.feature_cache.feed import as_arrays
 from tftransfer.feature_cache.feed import steps_per_epoch
 from tftransfer.feature_cache.options import timed
 
@@ -63,7 +64,17 @@ class CachedFit:
                 # variables while that function is traced, and TensorFlow then
                 # traces it a second time: for phase 2 of EfficientNetB0 (160 px)
                 # the first epoch took 5.3 s instead of 8.3 s built here.
-                top.optimizer.build(top.trainable_variables)
+                #
+                # Built over the full model's variables when they are the top's (they
+                # are whenever the cut is below everything that trains), in the full
+                # model's order: the optimizer's slots are saved in that order, and a
+                # `.keras` file of a model with several heads, whose top orders them
+                # otherwise, then loads them back onto the right variables.
+                variables = top.trainable_variables
+                full = self.model.trainable_variables
+                if {id(v) for v in full} == {id(v) for v in variables}:
+                    variables = full
+                top.optimizer.build(variables)
             return top.fit(self.x, self.y, epochs=epochs, initial_epoch=initial_epoch,
                            callbacks=callbacks, **kwargs)
 
@@ -108,9 +119,9 @@ def _resumable_inputs(x, y, fit_kwargs, seed, first_epoch):
         return x, y, fit_kwargs
     if seed is None or y is None or fit_kwargs.get("validation_split") or not is_array(x):
         return x, y, fit_kwargs
-    arrays = [np.asarray(x), np.asarray(y)]
+    arrays = [np.asarray(x), as_arrays(y)]
     if fit_kwargs.get("sample_weight") is not None:
-        arrays.append(np.asarray(fit_kwargs.pop("sample_weight")))
+        arrays.append(as_arrays(fit_kwargs.pop("sample_weight")))
     dataset = array_dataset(
         arrays, fit_kwargs.pop("batch_size", None) or 32,
         shuffle=bool(fit_kwargs.pop("shuffle", True)), seed=seed, first_epoch=first_epoch)

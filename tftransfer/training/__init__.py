@@ -6,6 +6,8 @@ from tftransfer.training.determinism import enable_determinism
 from tftransfer.training.freezing import freeze_backbone
 from tftransfer.training.freezing import freeze_batchnorm
 from tftransfer.training.freezing import unfreeze_top_blocks
+from tftransfer.training.linear_probe import LinearProbeResult
+from tftransfer.training.linear_probe import fit_linear_probe
 from tftransfer.training.lora import enable_lora
 from tftransfer.training.lora import has_lora
 from tftransfer.training.lora import merge_lora
@@ -19,11 +21,13 @@ from tftransfer.training.schedules import warmup_cosine_schedule
 
 __all__ = [
     "LearningRateFinder",
+    "LinearProbeResult",
     "adapt_batchnorm",
     "enable_determinism",
     "enable_lora",
     "find_learning_rate",
     "fine_tune",
+    "fit_linear_probe",
     "fit_head",
     "fit_two_phase",
     "freeze_backbone",

@@ -11,6 +11,8 @@ import logging
 
 import tensorflow as tf
 
+from tftransfer.classifiers.multitask import MultiTaskModel
+from tftransfer.classifiers.multitask import check_targets
 from tftransfer.data.checks import check_inputs
 from tftransfer.data.checks import check_labels
 from tftransfer.data.splits import DataSplits
@@ -45,7 +47,10 @@ def check_training_data(model, x, y=None, validation_data=None):
         check_inputs(model, what, data)
         if labels is None and isinstance(data, tf.data.Dataset):
             labels = _first_batch_labels(data)
-        check_labels(model, what, labels)
+        if isinstance(model, MultiTaskModel):
+            check_targets(model, what, labels)
+        else:
+            check_labels(model, what, labels)
 
 
 def _pair(validation_data):
@@ -67,7 +72,10 @@ def _first_batch_labels(dataset):
         if any(op.startswith("Cache") for op in dataset_ops(dataset)):
             return None
         for batch in dataset.take(1):
-            return batch[1].numpy()
+            labels = batch[1]  # a dict for a multi-task model
+            if isinstance(labels, dict):
+                return {key: value.numpy() for key, value in labels.items()}
+            return labels.numpy() if isinstance(labels, tf.Tensor) else None
     except (tf.errors.OpError, ValueError, TypeError) as err:
         logger.debug("Not checking the labels of the first batch: %s", err)
     return None

@@ -7,10 +7,11 @@ which phases they run and in their defaults, nothing else.
 
 import keras
 
+from tftransfer.training.defaults import recipe_defaults
+from tftransfer.training.defaults import resolve_head_method
+from tftransfer.training.linear_probe import fit_linear_probe
 from tftransfer.training.lora import DEFAULT_METHOD
 from tftransfer.training.lora import DEFAULT_RANK
-from tftransfer.training.options import DEFAULT_LEARNING_RATE
-from tftransfer.training.options import FINE_TUNE_LR_FACTOR
 from tftransfer.training.options import training_options
 from tftransfer.training.phases import FineTunePhase
 from tftransfer.training.phases import HeadPhase
@@ -24,8 +25,8 @@ def fit_head(
     validation_data=None,
     *,
     y=None,
-    epochs=5,
-    learning_rate=DEFAULT_LEARNING_RATE,
+    epochs=None,
+    learning_rate=None,
     optimizer=None,
     loss="auto",
     metrics="auto",
@@ -50,8 +51,10 @@ def fit_head(
             array of images with `y`.
         validation_data: as for `keras.Model.fit`.
         y: labels, when `x` is an array.
-        epochs: epochs of head training.
+        epochs: epochs of head training. Default: the model kind's
+            (`tftransfer.training.defaults`): 5 for images, 10 for text.
         learning_rate: Adam's learning rate (ignored with `optimizer`).
+            Default: 1e-3.
         optimizer: a Keras optimizer instead of Adam.
         loss, metrics: passed to `model.compile` (`"auto"` by default).
         label_smoothing: for ``loss="auto"``: smooth the targets by this much
@@ -104,8 +107,11 @@ def fit_head(
                                early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
                                log_dir=log_dir, cache=cache, cache_dir=cache_dir,
                                cache_memory_limit=cache_memory_limit, fit_kwargs=fit_kwargs)
-    phase = HeadPhase(epochs=epochs, learning_rate=learning_rate, optimizer=optimizer,
-                      learning_rate_argument="learning_rate")
+    defaults = recipe_defaults(model)
+    phase = HeadPhase(epochs=defaults.head_epochs if epochs is None else epochs,
+                      learning_rate=defaults.learning_rate if learning_rate is None
+                      else learning_rate,
+                      optimizer=optimizer, learning_rate_argument="learning_rate")
     return run_phases(model, x, validation_data, y=y, phases=[phase], options=options)
 
 
@@ -115,8 +121,8 @@ def fine_tune(
     validation_data=None,
     *,
     y=None,
-    epochs=5,
-    unfreeze_blocks=2,
+    epochs=None,
+    unfreeze_blocks=None,
     from_layer=None,
     method=DEFAULT_METHOD,
     rank=DEFAULT_RANK,
@@ -151,9 +157,11 @@ def fine_tune(
         model: a classifier from `build_classifier`, usually after
             `fit_head`.
         x, validation_data, y: as for `fit_head`.
-        epochs: epochs of fine-tuning.
+        epochs: epochs of fine-tuning. Default: the model kind's
+            (`tftransfer.training.defaults`): 5 for images, 10 for text.
         unfreeze_blocks: how many backbone blocks to unfreeze, from the top,
-            or ``"all"``. See `tftransfer.get_blocks`.
+            or ``"all"``. See `tftransfer.get_blocks`. Default: 2 for images,
+            ``"all"`` for text.
         from_layer: instead of `unfreeze_blocks`: unfreeze from this backbone
             layer up.
         method: ``"full"`` (default) trains the unfrozen blocks' weights;
@@ -163,9 +171,9 @@ def fine_tune(
             frozen: far fewer trained parameters. See
             `tftransfer.training.lora`; export a LoRA model's `merge_lora`.
         rank: the rank of the LoRA factors, with ``method="lora"``.
-        learning_rate: peak learning rate. Default: a tenth of the model's
-            current learning rate (the head phase's), or 1e-4 if the model
-            has no optimizer yet.
+        learning_rate: peak learning rate. Default for images: a tenth of
+            the model's current learning rate (the head phase's), or 1e-4 if
+            the model has no optimizer yet; for text: 3e-5.
         warmup: fraction of the steps spent warming up.
         block_learning_rate_decay: discriminative learning rates: the top
             unfrozen block (and the head) learn at `learning_rate`, the block
@@ -184,10 +192,14 @@ def fine_tune(
                                early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
                                log_dir=log_dir, cache=cache, cache_dir=cache_dir,
                                cache_memory_limit=cache_memory_limit, fit_kwargs=fit_kwargs)
+    defaults = recipe_defaults(model)
     if learning_rate is None:
         current = current_learning_rate(model)
-        learning_rate = FINE_TUNE_LR_FACTOR * (current or DEFAULT_LEARNING_RATE)
-    phase = FineTunePhase(epochs=epochs, learning_rate=learning_rate,
+        learning_rate = defaults.fine_tune_rate(current or defaults.learning_rate)
+    if unfreeze_blocks is None and from_layer is None:
+        unfreeze_blocks = defaults.unfreeze_blocks
+    phase = FineTunePhase(epochs=defaults.fine_tune_epochs if epochs is None else epochs,
+                          learning_rate=learning_rate,
                           unfreeze_blocks=unfreeze_blocks,
                           from_layer=from_layer, warmup=warmup,
                           block_learning_rate_decay=block_learning_rate_decay,
@@ -202,13 +214,14 @@ def fit_two_phase(
     validation_data=None,
     *,
     y=None,
-    head_epochs=5,
-    fine_tune_epochs=5,
-    unfreeze_blocks=2,
+    head_method=None,
+    head_epochs=None,
+    fine_tune_epochs=None,
+    unfreeze_blocks=None,
     from_layer=None,
     method=DEFAULT_METHOD,
     rank=DEFAULT_RANK,
-    learning_rate=DEFAULT_LEARNING_RATE,
+    learning_rate=None,
     fine_tune_learning_rate=None,
     warmup=DEFAULT_WARMUP,
     block_learning_rate_decay=None,
@@ -252,16 +265,25 @@ def fit_two_phase(
             array of images with `y`.
         validation_data: as for `keras.Model.fit`.
         y: labels, when `x` is an array.
-        head_epochs: epochs of phase 1 (0 skips it).
-        fine_tune_epochs: epochs of phase 2 (0 skips it).
+        head_method: how phase 1 trains the head: ``"train"`` (Adam for
+            `head_epochs`) or ``"linear_probe"`` (`tftransfer.fit_linear_probe`
+            on the training data, C chosen on `validation_data`; then phase 2
+            starts from the probe: LP-FT). Default: ``"linear_probe"`` for a
+            text classifier with a one-layer single-label head when
+            `head_epochs` is not given, else ``"train"``.
+        head_epochs: epochs of phase 1 with ``head_method="train"`` (0 skips
+            it). Default: the model kind's (`tftransfer.training.defaults`):
+            5 for images, 10 for text.
+        fine_tune_epochs: epochs of phase 2 (0 skips it). Default: 5 for
+            images, 10 for text.
         unfreeze_blocks: backbone blocks unfrozen in phase 2, from the top,
-            or ``"all"``.
+            or ``"all"``. Default: 2 for images, ``"all"`` for text.
         from_layer: instead of `unfreeze_blocks`, unfreeze from this layer.
         method, rank: how phase 2 trains: ``"full"`` or ``"lora"`` with
             this rank (see `fine_tune`).
-        learning_rate: phase 1's learning rate.
-        fine_tune_learning_rate: phase 2's peak learning rate. Default: a
-            tenth of `learning_rate`.
+        learning_rate: phase 1's learning rate. Default: 1e-3.
+        fine_tune_learning_rate: phase 2's peak learning rate. Default for
+            images: a tenth of `learning_rate`; for text: 3e-5.
         warmup: fraction of phase 2's steps spent warming up.
         block_learning_rate_decay: discriminative learning rates in phase
             2 (see `fine_tune`), e.g. 0.5.
@@ -307,8 +329,17 @@ def fit_two_phase(
                                early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
                                log_dir=log_dir, cache=cache, cache_dir=cache_dir,
                                cache_memory_limit=cache_memory_limit, fit_kwargs=fit_kwargs)
+    defaults = recipe_defaults(model)
+    head_method = resolve_head_method(model, head_method, head_epochs)
+    if head_method == "linear_probe":
+        head_epochs = 0  # phase 1 is the probe
+    head_epochs = defaults.head_epochs if head_epochs is None else head_epochs
+    fine_tune_epochs = defaults.fine_tune_epochs if fine_tune_epochs is None else fine_tune_epochs
+    if unfreeze_blocks is None and from_layer is None:
+        unfreeze_blocks = defaults.unfreeze_blocks
+    learning_rate = defaults.learning_rate if learning_rate is None else learning_rate
     if fine_tune_learning_rate is None and isinstance(learning_rate, (int, float)):
-        fine_tune_learning_rate = FINE_TUNE_LR_FACTOR * learning_rate
+        fine_tune_learning_rate = defaults.fine_tune_rate(learning_rate)
     template = optimizer is not None
     phases = [
         HeadPhase(epochs=head_epochs, learning_rate=learning_rate, optimizer=optimizer,
@@ -320,6 +351,12 @@ def fit_two_phase(
                       learning_rate_argument="fine_tune_learning_rate",
                       method=method, rank=rank),
     ]
+    if head_method == "linear_probe":
+        phases[1].check(model, "fine_tune_epochs")  # fails before the probe's work
+        verbose = fit_kwargs.get("verbose", "auto")
+        fit_linear_probe(model, x, y, validation_data=validation_data,
+                         batch_size=fit_kwargs.get("batch_size") or 32,
+                         verbose=0 if verbose == 0 else 1)
     return run_phases(model, x, validation_data, y=y, phases=phases, options=options,
                       epoch_names=["head_epochs", "fine_tune_epochs"])
 

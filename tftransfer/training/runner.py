@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer import _compat
+from tftransfer.classifiers.multitask import MultiTaskModel
 from tftransfer.data.class_weights import compute_class_weight
 from tftransfer.distribute import prepare
 from tftransfer.feature_cache.cache import FeatureCache
@@ -190,6 +191,11 @@ def _run_settings(model, x, fit_kwargs, **settings):
 def resolve_class_weight(model, x, y, fit_kwargs):
     """Resolves ``class_weight="balanced"`` from the training labels."""
     value = fit_kwargs.get("class_weight")
+    if value is not None and isinstance(model, MultiTaskModel):
+        raise ValueError(
+            "Keras's `class_weight` applies to models with one output; give each task's "
+            "head its own: tft.heads.classification(10, class_weight={0: 2.0, ...}) or "
+            f"tft.heads.binary(class_weight=[1.0, 3.0]). Received: class_weight={value!r}")
     if not isinstance(value, str):
         return dict(fit_kwargs)
     if value != "balanced":

@@ -30,6 +30,40 @@ MAX_FOLDS = 5
 MAX_ITER = 10_000
 """L-BFGS iterations at most: enough for standardized inputs to converge."""
 
+CONSTANT_FEATURE_STD = 1e-6
+"""A feature whose standard deviation is below this share of the median
+feature's is treated as constant (not scaled), as scikit-learn treats an
+exactly constant one."""
+
+
+class FeatureScaler(StandardScaler):
+    """`StandardScaler` that leaves near-constant features unscaled.
+
+    scikit-learn leaves a feature unscaled only when its variance is exactly
+    zero (or tiny against its mean). A pretrained network can have dead
+    features whose values are float noise around zero (all-MiniLM-L6-v2 has
+    three, with standard deviations down to 1e-9 against a median of 0.26):
+    standardized, their noise becomes a feature like any other, and a probe
+    folded into a head (`tftransfer.fit_linear_probe`) gets kernel entries
+    near 1e19 there, which turn the logits to NaN once fine-tuning moves
+    those features. Here a feature with a standard deviation below
+    `CONSTANT_FEATURE_STD` times the median's keeps scale 1 (it is only
+    centred), which makes it near zero after scaling.
+
+    Example:
+
+    >>> x = np.array([[0.0, 1e-33], [1.0, -1e-33], [2.0, 3e-33]])
+    >>> FeatureScaler().fit(x).scale_.tolist()
+    [0.816496580927726, 1.0]
+    """
+
+    def fit(self, X, y=None, sample_weight=None):
+        super().fit(X, y, sample_weight)
+        if self.scale_ is not None and self.scale_.size:
+            floor = CONSTANT_FEATURE_STD * np.median(self.scale_)
+            self.scale_ = np.where(self.scale_ < floor, 1.0, self.scale_)
+        return self
+
 
 def _flat(x, name):
     x = np.asarray(x)
@@ -95,7 +129,7 @@ def _check_seed(seed):
 
 
 def _probe(c, seed):
-    return make_pipeline(StandardScaler(),
+    return make_pipeline(FeatureScaler(),
                          LogisticRegression(C=c, max_iter=MAX_ITER, random_state=seed))
 
 
@@ -113,8 +147,9 @@ def _best(scores):
 def logistic_regression(x, y, *, validation_data=None, c_values=DEFAULT_C_VALUES, seed=0):
     """Fits a logistic regression on flattened inputs, choosing its C.
 
-    The model is a scikit-learn pipeline: `StandardScaler` (statistics of
-    `x`) then multinomial `LogisticRegression` (L2, L-BFGS). Its C comes
+    The model is a scikit-learn pipeline: `FeatureScaler` (a
+    `StandardScaler` with statistics of `x`, near-constant features
+    unscaled) then multinomial `LogisticRegression` (L2, L-BFGS). Its C comes
     from `c_values`:
 
     - with `validation_data`: the C with the best accuracy on it (the model

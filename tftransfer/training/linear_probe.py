@@ -4,7 +4,7 @@ A linear probe fits a logistic regression on the frozen features a classifier's
 head sees (the pooled backbone outputs, `model.head.dropout_layers[0].input`,
 the features `tftransfer.evaluation.ranking` scores), with its inverse
 regularization strength C chosen on validation data
-(`tftransfer.evaluation.baselines.logistic_regression`). The fitted
+(`tftransfer.baselines.logistic_regression`). The fitted
 ``StandardScaler -> LogisticRegression`` pipeline is then folded into the
 head's final Dense layer: with ``z = ((f - mu) / sigma) @ W.T + b``,
 
@@ -30,13 +30,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.baselines import DEFAULT_C_VALUES
+from tftransfer.baselines import check_c_values
+from tftransfer.baselines import logistic_regression
 from tftransfer.classifiers.base import Classifier
+from tftransfer.data.checks import class_indices
 from tftransfer.data.checks import is_array
 from tftransfer.data.splits import DataSplits
-from tftransfer.evaluation.baselines import DEFAULT_C_VALUES
-from tftransfer.evaluation.baselines import check_c_values
-from tftransfer.evaluation.baselines import logistic_regression
-from tftransfer.evaluation.ranking import class_indices
 from tftransfer.training.data_checks import check_training_data
 from tftransfer.training.data_checks import unpack_splits
 
@@ -56,7 +56,7 @@ class LinearProbeResult:
         c_selection: how it was chosen: ``"validation"`` (best validation
             accuracy), ``"cross_validation"``, or ``"fixed"`` (a single
             value in `c_values`, or a class with a single example; see
-            `tftransfer.evaluation.baselines.logistic_regression`).
+            `tftransfer.baselines.logistic_regression`).
         train_accuracy: the probe's accuracy on the training features.
         validation_accuracy: on the validation features; `None` without
             validation data.
@@ -216,7 +216,7 @@ def fit_linear_probe(model, x, y=None, *, validation_data=None, c_values=DEFAULT
     and pooling) runs once, in inference mode, over the training data and
     once over the validation data; the features are held in memory. A
     multinomial logistic regression on the standardized features
-    (`tftransfer.evaluation.baselines.logistic_regression`, the same probe
+    (`tftransfer.baselines.logistic_regression`, the same probe
     `tftransfer.rank_backbones` scores) has its C chosen from `c_values` by
     validation accuracy (without validation data: by stratified
     cross-validation on the training features). It is then folded into the
