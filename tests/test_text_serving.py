@@ -27,13 +27,13 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 
 import tftransfer as tft  # noqa: E402
+from helpers import minilm_dir  # noqa: E402, F401 (a fixture)
 from helpers import run_without_tftransfer  # noqa: E402
 from tftransfer.backbones.text import tiny_preset  # noqa: E402
 from tftransfer.classifiers.packing import TextPacking  # noqa: E402
 from tftransfer.classifiers.packing import pack_text  # noqa: E402
 from tftransfer.classifiers.packing import packing_of  # noqa: E402
 from tftransfer.classifiers.text import build_text_classifier  # noqa: E402
-from tftransfer.demos import text as text_demo  # noqa: E402
 
 OPS_FILE = os.path.join(os.path.dirname(__file__), "fixtures", "tensorflow_text_2_12_1_ops.txt")
 
@@ -89,14 +89,6 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return tiny_preset(str(tmp_path_factory.mktemp("tiny-bert")))
-
-
-@pytest.fixture(scope="module")
-def minilm_dir():
-    try:
-        return text_demo.minilm_directory()
-    except text_demo.MiniLMUnavailableError as err:
-        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="module")

@@ -147,17 +147,8 @@ class ImageClassifier(Classifier):
 
 def image_serving_spec(model, inputs="bytes"):
     """How `tftransfer.export_saved_model` serves an image model (an
-    `ImageClassifier`, a `tftransfer.MultiTaskModel`): see
-    `ImageClassifier.serving_spec`.
-
-    Args:
-        inputs: ``"bytes"``: encoded images (``images``, `tf.string`
-            ``[batch]``: JPEG, PNG, GIF, BMP or WebP), decoded, converted
-            to RGB and resized inside the graph (`tftransfer.data.images.
-            tf_decode_images`); ``"pixels"``: raw RGB pixels in [0, 255]
-            (``images``, float32 ``[batch, height, width, 3]`` at the
-            model's size; another size is an InvalidArgument error).
-    """
+    `ImageClassifier`, a `tftransfer.MultiTaskModel`): `inputs` is
+    ``"bytes"`` or ``"pixels"``, as `ImageClassifier.serving_spec` says."""
     shape = list(model.inputs[0].shape[1:])
     input_dtype = model.inputs[0].dtype
     pixels = np.random.default_rng(0).integers(0, 256, [2, *shape]).astype("float32")
