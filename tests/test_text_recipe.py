@@ -174,3 +174,23 @@ def test_the_measured_table_in_the_text_docs_is_the_benchmarks():
     records = benchmark.read_runs(os.path.join(root, "benchmarks", "results", "text_runs.jsonl"))
     page = open(os.path.join(root, "docs", "text.md"), encoding="utf-8").read()
     assert records and benchmark.docs_table(records) in page
+
+
+def test_the_learning_rate_finder_unfreezes_what_fine_tune_would(tiny_dir, monkeypatch):
+    from tftransfer.training import lr_finder
+
+    seen = []
+
+    class Spy(lr_finder.FineTunePhase):
+        def __init__(self, **kwargs):
+            seen.append(kwargs["unfreeze_blocks"])
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(lr_finder, "FineTunePhase", Spy)
+    tft.find_learning_rate(tiny(tiny_dir), TEXTS, LABELS, phase="fine_tune", num_steps=5,
+                           batch_size=8, verbose=0)
+    image_model = tft.build_classifier(tiny_backbone(), num_classes=2)
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3))
+    tft.find_learning_rate(image_model, images, np.arange(8) % 2, phase="fine_tune",
+                           num_steps=5, batch_size=4, verbose=0)
+    assert seen == [TEXT_RECIPE.unfreeze_blocks, IMAGE_RECIPE.unfreeze_blocks] == ["all", 2]

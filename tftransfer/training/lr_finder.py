@@ -32,6 +32,7 @@ from tftransfer.feature_cache.cache import FeatureCache
 from tftransfer.feature_cache.feed import steps_per_epoch
 from tftransfer.training.data_checks import check_training_data
 from tftransfer.training.data_checks import unpack_splits
+from tftransfer.training.defaults import recipe_defaults
 from tftransfer.training.lr_sweep import MIN_STEPS
 from tftransfer.training.lr_sweep import BatchLoss
 from tftransfer.training.lr_sweep import LearningRateSweep
@@ -45,10 +46,6 @@ logger = logging.getLogger(__name__)
 
 PHASES = ("head", "fine_tune")
 """The phases a sweep can run: `fit_head`'s and `fine_tune`'s."""
-
-DEFAULT_UNFREEZE_BLOCKS = {f.name: f.default for f in dataclasses.fields(FineTunePhase)}[
-    "unfreeze_blocks"]
-
 
 @dataclasses.dataclass(frozen=True)
 class LearningRateFinder:
@@ -133,7 +130,7 @@ class LearningRateFinder:
 def find_learning_rate(model, x, y=None, *, phase="head", min_learning_rate=1e-7,
                        max_learning_rate=10.0, num_steps=100, smoothing=0.98,
                        divergence_threshold=4.0, batch_size=None,
-                       unfreeze_blocks=DEFAULT_UNFREEZE_BLOCKS, optimizer=None, loss="auto",
+                       unfreeze_blocks=None, optimizer=None, loss="auto",
                        label_smoothing=0.0, cache="auto", seed=0, verbose=0):
     """Sweeps the learning rate over one phase of the recipe and suggests one.
 
@@ -164,7 +161,9 @@ def find_learning_rate(model, x, y=None, *, phase="head", min_learning_rate=1e-7
             times its best (more than 1).
         batch_size: for array data (default 32, as `fit`).
         unfreeze_blocks: for ``phase="fine_tune"``: backbone blocks
-            unfrozen from the top, or ``"all"``, as in `fine_tune`.
+            unfrozen from the top, or ``"all"``, as in `fine_tune`. Default:
+            the model kind's, as `fine_tune` (2 for images, ``"all"`` for
+            text; `tftransfer.training.defaults`).
         optimizer: a Keras optimizer or its name whose class and settings
             the sweep copies (it never trains the object itself); default Adam.
         loss, label_smoothing: as for `fit_head`.
@@ -228,6 +227,8 @@ def _checked(model, x, y, *, phase, min_learning_rate, max_learning_rate, num_st
             "`model` must be a tftransfer classifier (from `tftransfer.build_classifier` or "
             "`build_text_classifier`): the sweep freezes its backbone as the recipe does. "
             f"Received: model of type {type(model).__name__}")
+    if unfreeze_blocks is None:
+        unfreeze_blocks = recipe_defaults(model).unfreeze_blocks
     for name, value in (("min_learning_rate", min_learning_rate),
                         ("max_learning_rate", max_learning_rate)):
         if not _is_number(value) or not 0 < value < math.inf:
