@@ -64,6 +64,13 @@ class RecipeDefaults:
     learning_rate: float = DEFAULT_LEARNING_RATE
     fine_tune_learning_rate: float = None
 
+    def blocks(self, unfreeze_blocks, from_layer=None):
+        """The blocks phase 2 unfreezes: `unfreeze_blocks` when given (or
+        None when `from_layer` says where instead), else the default."""
+        if unfreeze_blocks is None and from_layer is None:
+            return self.unfreeze_blocks
+        return unfreeze_blocks
+
     def fine_tune_rate(self, head_rate):
         """Phase 2's peak learning rate after a phase 1 at `head_rate`."""
         if self.fine_tune_learning_rate is not None:

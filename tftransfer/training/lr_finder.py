@@ -227,8 +227,7 @@ def _checked(model, x, y, *, phase, min_learning_rate, max_learning_rate, num_st
             "`model` must be a tftransfer classifier (from `tftransfer.build_classifier` or "
             "`build_text_classifier`): the sweep freezes its backbone as the recipe does. "
             f"Received: model of type {type(model).__name__}")
-    if unfreeze_blocks is None:
-        unfreeze_blocks = recipe_defaults(model).unfreeze_blocks
+    unfreeze_blocks = recipe_defaults(model).blocks(unfreeze_blocks)
     for name, value in (("min_learning_rate", min_learning_rate),
                         ("max_learning_rate", max_learning_rate)):
         if not _is_number(value) or not 0 < value < math.inf:

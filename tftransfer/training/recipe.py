@@ -196,8 +196,7 @@ def fine_tune(
     if learning_rate is None:
         current = current_learning_rate(model)
         learning_rate = defaults.fine_tune_rate(current or defaults.learning_rate)
-    if unfreeze_blocks is None and from_layer is None:
-        unfreeze_blocks = defaults.unfreeze_blocks
+    unfreeze_blocks = defaults.blocks(unfreeze_blocks, from_layer)
     phase = FineTunePhase(epochs=defaults.fine_tune_epochs if epochs is None else epochs,
                           learning_rate=learning_rate,
                           unfreeze_blocks=unfreeze_blocks,
@@ -335,8 +334,7 @@ def fit_two_phase(
         head_epochs = 0  # phase 1 is the probe
     head_epochs = defaults.head_epochs if head_epochs is None else head_epochs
     fine_tune_epochs = defaults.fine_tune_epochs if fine_tune_epochs is None else fine_tune_epochs
-    if unfreeze_blocks is None and from_layer is None:
-        unfreeze_blocks = defaults.unfreeze_blocks
+    unfreeze_blocks = defaults.blocks(unfreeze_blocks, from_layer)
     learning_rate = defaults.learning_rate if learning_rate is None else learning_rate
     if fine_tune_learning_rate is None and isinstance(learning_rate, (int, float)):
         fine_tune_learning_rate = defaults.fine_tune_rate(learning_rate)
