@@ -29,6 +29,7 @@ LAYERS = [
     ["tftransfer.cli"],
     ["tftransfer.demos", "tftransfer.commands"],
     ["tftransfer.export", "tftransfer.evaluation"],
+    ["tftransfer.transfer"],
     ["tftransfer.training"],
     ["tftransfer.feature_cache"],
     ["tftransfer.classifiers"],

@@ -55,7 +55,7 @@ _EXPORTS = {
     "TextClassifier": "tftransfer.classifiers.text",
     "VersionExistsError": "tftransfer.errors",
     "WeightsUnavailableError": "tftransfer.errors",
-    "adapt_batchnorm": "tftransfer.training.batchnorm",
+    "adapt_batchnorm": "tftransfer.transfer.adabn",
     "augmentation": "tftransfer.data.augment",
     "available_backbones": "tftransfer.backbones.applications",
     "build_classifier": "tftransfer.classifiers.image",

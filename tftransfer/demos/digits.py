@@ -41,7 +41,7 @@ from tftransfer.demos.label_curve import scratch_model
 from tftransfer.evaluation.evaluate import evaluate
 from tftransfer.export.rest import serving_request
 from tftransfer.export.serving import export_saved_model
-from tftransfer.training.batchnorm import adapt_batchnorm
+from tftransfer.transfer.adabn import adapt_batchnorm
 from tftransfer.training.recipe import fit_two_phase
 
 logger = logging.getLogger(__name__)

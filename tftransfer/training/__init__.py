@@ -1,7 +1,6 @@
 """Training: freezing, the two-phase recipe, its callbacks, checkpoints and options.
 """
 
-from tftransfer.training.batchnorm import adapt_batchnorm
 from tftransfer.training.determinism import enable_determinism
 from tftransfer.training.freezing import freeze_backbone
 from tftransfer.training.freezing import freeze_batchnorm
@@ -22,7 +21,6 @@ from tftransfer.training.schedules import warmup_cosine_schedule
 __all__ = [
     "LearningRateFinder",
     "LinearProbeResult",
-    "adapt_batchnorm",
     "enable_determinism",
     "enable_lora",
     "find_learning_rate",
