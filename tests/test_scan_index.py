@@ -19,13 +19,13 @@ def decoded(monkeypatch, tmp_path):
     """The paths the scan decodes, in a cache directory of the test's own."""
     monkeypatch.setenv("TFTRANSFER_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
-    real = folders.read_image
+    real = folders.check_files
 
-    def counting(path, *args, **kwargs):
-        calls.append(os.path.basename(os.fspath(path)))
-        return real(path, *args, **kwargs)
+    def counting(paths, *args, **kwargs):
+        calls.extend(os.path.basename(os.fspath(path)) for path in paths)
+        return real(paths, *args, **kwargs)
 
-    monkeypatch.setattr(folders, "read_image", counting)
+    monkeypatch.setattr(folders, "check_files", counting)
     return calls
 
 

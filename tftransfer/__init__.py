@@ -90,7 +90,7 @@ _EXPORTS = {
     "is_chief": "tftransfer.distribute",
     "label_efficiency": "tftransfer.evaluation.label_efficiency",
     "load_backbone": "tftransfer.backbones.load",
-    "load_image": "tftransfer.data.images",
+    "load_image": "tftransfer.data.decode",
     "logme": "tftransfer.evaluation.logme",
     "merge_lora": "tftransfer.training.lora",
     "pixel_baseline": "tftransfer.evaluation.label_efficiency",

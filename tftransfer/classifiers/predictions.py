@@ -13,7 +13,7 @@ from PIL import Image
 
 from tftransfer.data.images import IMAGE_EXTENSIONS
 from tftransfer.data.images import decode_image_bytes
-from tftransfer.data.images import load_image
+from tftransfer.data.decode import load_image
 from tftransfer.data.images import resize_image
 from tftransfer.data.images import to_rgb
 

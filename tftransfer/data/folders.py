@@ -18,25 +18,28 @@ Decisions, and why:
   without an image in some split gets one moved in (the one whose hash is
   nearest), so every class has at least one training and one validation
   image. Only such a top-up can change when images are added.
-- **One decoder, Pillow, everywhere.** `tf.image.decode_image` does not read
-  WebP (`image_dataset_from_directory` skips ``.webp`` silently), stops `fit`
-  with `InvalidArgumentError` at a truncated or non-image file, and decodes
-  alpha, CMYK and 16-bit images differently from the scanner. Pillow decodes
-  in a `tf.numpy_function` (it releases the GIL, so the parallel `map` uses
-  every core): measured on 300 JPEGs of 640x480 resized to 224x224 on 2
-  cores, 273 images/s against 270 for `tf.io.decode_image`; decoded images
-  are cached, so this is paid once. The scan before training decodes every
-  file fully with the same code, so a file that passes it decodes in
-  training. (`PIL.Image.verify` is not enough: it passes truncated JPEGs.)
-  Only the JPEG, PNG, GIF, BMP and WebP decoders are used, whatever a file's
-  extension (Pillow's EPS loader, for one, runs Ghostscript on the file); the
-  EXIF orientation is applied, as browsers and photo viewers do.
+- **Pillow's pixels, TensorFlow's speed.** `tf.image.decode_image` does not
+  read WebP (`image_dataset_from_directory` skips ``.webp`` silently), stops
+  `fit` with `InvalidArgumentError` at a truncated or non-image file, and
+  decodes alpha, CMYK, 16-bit images and EXIF-rotated photos differently
+  from what people see. Pillow is the reference decoder; but plain JPEGs
+  (RGB or grayscale, no EXIF rotation: most photos) decode with libjpeg inside
+  TensorFlow with Pillow's DCT method, which gives Pillow's pixels to the bit
+  and runs in parallel without Python, at a reduced DCT scale for photos 2 or
+  more times the target size (`tftransfer.data.decode`). The scan before
+  training decodes every file fully once with the decoder training will use,
+  so a file that passes it decodes in training. (`PIL.Image.verify` is not
+  enough: it passes truncated JPEGs.) Only the JPEG, PNG, GIF, BMP and WebP
+  decoders are used, whatever a file's extension (Pillow's EPS loader, for
+  one, runs Ghostscript on the file); the EXIF orientation is applied, as
+  browsers and photo viewers do.
 - **Alpha is composited onto white** (``ALPHA_BACKGROUND``), in training and
   in `load_image` / `to_rgb`, which serving clients use to turn their images
   into the RGB pixels the exported signature takes.
-- **Resizing** is bilinear, antialiased when shrinking (Pillow for files;
-  `tf.image.resize(..., antialias=True)` for arrays and TFDS), without
-  keeping the aspect ratio, like `keras.utils.image_dataset_from_directory`.
+- **Resizing** is bilinear, antialiased when it shrinks to half the size or
+  less (`tftransfer.data.images.tf_resize`: one rule for files, arrays, TFDS
+  and the serving graph), without keeping the aspect ratio, like
+  `keras.utils.image_dataset_from_directory`.
 """
 
 import collections
@@ -44,18 +47,16 @@ import hashlib
 import logging
 import os
 import unicodedata
-from concurrent import futures
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tftransfer import _compat
+from tftransfer.data.decode import check_files
+from tftransfer.data.decode import file_decoder
 from tftransfer.data.images import IMAGE_EXTENSIONS
-from tftransfer.data.images import BadImage
 from tftransfer.data.images import check_image_size
-from tftransfer.data.images import read_image
-from tftransfer.data.images import resize_image
 from tftransfer.data.scan_index import file_key
 from tftransfer.data.scan_index import load_index
 from tftransfer.data.scan_index import save_index
@@ -115,72 +116,55 @@ def _list_folder(directory, class_names):
         root = os.path.join(directory, name)
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+            # The path relative to `directory`, by its prefix (os.path.relpath
+            # costs a third of a second per 10,000 files).
+            prefix = os.path.relpath(dirpath, directory).replace(os.sep, "/") + "/"
             for filename in sorted(filenames):
                 path = os.path.join(dirpath, filename)
                 if _hidden(filename) or not filename.lower().endswith(IMAGE_EXTENSIONS):
                     ignored.append(path)
                     continue
-                relative = os.path.relpath(path, directory).replace(os.sep, "/")
-                files.append((path, unicodedata.normalize("NFC", relative), label))
+                files.append((path, unicodedata.normalize("NFC", prefix + filename), label))
     for path in ignored:
         logger.debug("Ignoring %s (hidden, not an image file, or outside the class folders)",
                      path)
     return class_names, files, ignored
 
 
-def _check_file(path):
-    try:
-        read_image(path)
-    except BadImage as err:
-        return str(err)
-    return None
-
-
 def _scan(directory, paths, verbose):
-    """Decodes every file fully, except those the folder's last scan decoded
-    unchanged (`tftransfer.data.scan_index`); returns the reason for each bad
-    one (or None)."""
+    """Decodes every file fully (`check_file`), except those the folder's
+    last scan decoded unchanged (`tftransfer.data.scan_index`); returns, per
+    file, the reason it is bad (or None) and whether TensorFlow decodes it,
+    and ``{path: (size, modification time)}`` of the files."""
     remembered = load_index(directory)
     keys = [file_key(path) for path in paths]
-    reasons = [remembered[path][1] if key is not None and path in remembered
-               and remembered[path][0] == key else False for path, key in zip(paths, keys)]
-    todo = [i for i, reason in enumerate(reasons) if reason is False]
+    results = [remembered[path][1:] if key is not None and path in remembered
+               and remembered[path][0] == key else None for path, key in zip(paths, keys)]
+    todo = [i for i, result in enumerate(results) if result is None]
     bar = None
     if verbose and paths:
         known = len(paths) - len(todo)
         _compat.print_msg(f"Checking {len(todo)} image files (each is decoded once)"
                           + (f"; {known} unchanged since the last scan" if known else ""))
         bar = keras.utils.Progbar(len(todo), unit_name="file") if todo else None
-    workers = min(32, (os.cpu_count() or 1) + 2)
-    with futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for n, (i, reason) in enumerate(
-                zip(todo, pool.map(_check_file, [paths[i] for i in todo])), start=1):
-            reasons[i] = reason
-            if bar is not None:
-                bar.update(n, finalize=n == len(todo))
+    done = [0]
+
+    def progress(n):
+        done[0] += n
+        if bar is not None:
+            bar.update(done[0], finalize=done[0] == len(todo))
+
+    for i, result in zip(todo, check_files([paths[i] for i in todo], progress=progress)):
+        results[i] = result
     if todo or len(remembered) != len(paths):
-        save_index(directory, {path: (key, reason) for path, key, reason
-                               in zip(paths, keys, reasons) if key is not None})
-    return reasons
+        save_index(directory, {path: (key, *result) for path, key, result
+                               in zip(paths, keys, results) if key is not None})
+    return results, dict(zip(paths, keys))
 
 
-def _file_decoder(size):
-    def decode(path):
-        path = os.fsdecode(path)
-        try:
-            return resize_image(read_image(path), size)
-        except BadImage as err:
-            logger.error(
-                "%s passed the scan but cannot be decoded now (%s): changed on disk? "
-                "A gray image stands in for it.", path, err,
-            )
-            return np.full((*size, 3), 128, np.uint8)
-
-    def decode_tf(path, label):
-        image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
-        return tf.ensure_shape(image, (*size, 3)), label
-
-    return decode_tf
+def _changed_on_disk(path, err):
+    logger.error("%s passed the scan but cannot be decoded now (%s): changed on disk? "
+                 "A gray image stands in for it.", path, err)
 
 
 def image_dataset_from_folder(
@@ -295,7 +279,9 @@ def image_dataset_from_folder(
         )
 
     class_names, files, ignored = _list_folder(directory, class_names)
-    reasons = _scan(directory, [path for path, _, _ in files], verbose)
+    results, keys = _scan(directory, [path for path, _, _ in files], verbose)
+    reasons = [reason for reason, _ in results]
+    fast = {path: is_fast for (path, _, _), (_, is_fast) in zip(files, results)}
     bad = [BadFile(path, reason) for (path, _, _), reason in zip(files, reasons) if reason]
     for item in bad:
         logger.warning("Skipping %s: %s", item.path, item.reason)
@@ -329,17 +315,19 @@ def image_dataset_from_folder(
     cache_to = resolve_cache(cache, image_bytes * len(good))
     fingerprint = hashlib.sha256(repr(size).encode())
     for path, rel, label in good:
-        stat = os.stat(path)
-        fingerprint.update(f"{rel}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    decode = _file_decoder(size)
+        size_bytes, mtime_ns = keys[path] or (None, None)  # None: stat failed
+        fingerprint.update(f"{rel}\0{label}\0{size_bytes}\0{mtime_ns}\n".encode())
     datasets, split_files = {}, {}
     for s in requested:
         name = SPLITS[s]
         chosen = [(path, label) for (path, _, label), sp in zip(good, split) if sp == s]
         split_files[name] = [path for path, _ in chosen]
         training = s == 0
+        kinds = {fast[p] for p, _ in chosen}
+        decode = file_decoder(size, _changed_on_disk, decoders=[
+            name for name, kind in (("tensorflow", True), ("pillow", False)) if kind in kinds])
         ds = tf.data.Dataset.from_tensor_slices(
-            ([os.fsencode(p) for p, _ in chosen],
+            ([os.fsencode(p) for p, _ in chosen], np.array([fast[p] for p, _ in chosen], bool),
              np.array([label for _, label in chosen], np.int32))
         )
         if training and shuffle:

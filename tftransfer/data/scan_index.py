@@ -3,7 +3,7 @@ scan decoded, so that loading an unchanged folder again decodes nothing.
 
 A file is taken from the index when its path, size and modification time
 (nanoseconds) are those recorded, and the index was written by the same
-decoders (Pillow's and tftransfer's versions); a changed or new file is
+decoders (Pillow's, TensorFlow's and tftransfer's versions); a changed or new file is
 decoded again, and files no longer in the folder leave the index. The
 index lives in the user's cache directory, never beside the data (which may
 be read-only, or shared): ``$TFTRANSFER_CACHE_DIR/scans/``, else
@@ -19,17 +19,18 @@ import logging
 import os
 
 import PIL
+import tensorflow as tf
 
 from tftransfer.files import write_atomically
 from tftransfer.version import __version__
 
 logger = logging.getLogger(__name__)
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: entries hold whether TensorFlow decodes the file
 
 
 def _decoders():
-    return f"Pillow {PIL.__version__}; tftransfer {__version__}"
+    return f"Pillow {PIL.__version__}; TensorFlow {tf.version.VERSION}; tftransfer {__version__}"
 
 
 def index_path(directory):
@@ -52,7 +53,7 @@ def file_key(path):
 
 
 def load_index(directory):
-    """``{path: (key, reason)}`` from the last scan of `directory`, or {}."""
+    """``{path: (key, reason, fast)}`` from the last scan of `directory`, or {}."""
     path = index_path(directory)
     try:
         with open(path, encoding="utf-8") as f:
@@ -64,16 +65,16 @@ def load_index(directory):
             or index.get("directory") != os.path.abspath(directory)):
         return {}
     files = index.get("files")
-    return {p: (entry[0], entry[1]) for p, entry in files.items()} if isinstance(files, dict) else {}
+    return {p: tuple(entry) for p, entry in files.items()} if isinstance(files, dict) else {}
 
 
 def save_index(directory, entries):
-    """Writes ``{path: (key, reason)}`` as `directory`'s index, atomically;
+    """Writes ``{path: (key, reason, fast)}`` as `directory`'s index, atomically;
     logs and goes on when it cannot."""
     path = index_path(directory)
     index = {"version": INDEX_VERSION, "decoders": _decoders(),
              "directory": os.path.abspath(directory),
-             "files": {p: [key, reason] for p, (key, reason) in entries.items()}}
+             "files": {p: list(entry) for p, entry in entries.items()}}
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomically(path, json.dumps(index).encode("utf-8"))
