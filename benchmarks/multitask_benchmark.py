@@ -12,14 +12,21 @@ Per seed (the target split and the heads' initialization): one
 `tft.build_classifier` models (one per task, ``parity`` and ``loop`` as
 2-class softmax heads), all on the same source backbone, all trained with the
 same `tft.fit_two_phase` recipe (head epochs on cached features, then the top
-block fine-tuned), no early stopping. A third setting trains the shared model
-with the digit labels of half the training images missing (-1), as data with
-labels for some tasks only gives. Recorded: test accuracy per task, training
-seconds (the fit calls, after one throwaway warm-up fit), parameters.
+block fine-tuned), no early stopping. Three recipes: ``short`` (10 head epochs,
+then 5 at the default fine-tuning rate, 1e-4), ``long`` (10 head epochs, then
+15 at 1e-3: enough for phase 2 to converge on this data) and ``long_2_blocks``
+(the same with the top 2 blocks unfrozen). Other settings
+of the shared model: the yes/no tasks as 2-class softmax heads (the separate
+models' kind); loss weights 3 on the yes/no tasks; the mean of the task losses
+instead of their sum (loss weights 1/3 each: with Adam, whose steps do not
+depend on the scale of the loss, it must train the same model); and the digit
+labels of half the training images missing (-1), as data with labels for some
+tasks only gives. Recorded: test accuracy per task, training seconds (the fit
+calls, after one throwaway warm-up fit), parameters.
 
     python benchmarks/multitask_benchmark.py --out benchmarks/results
 
-About 3 minutes on 2 CPU cores.
+About 6 minutes on 2 CPU cores.
 """
 
 import argparse
@@ -31,6 +38,17 @@ import time
 
 LOOP_DIGITS = (0, 4, 6, 8, 9)
 TASKS = ("digit", "parity", "loop")
+RECIPES = {"short": {"fine_tune_epochs": 5},
+           "long": {"fine_tune_epochs": 15, "fine_tune_learning_rate": 1e-3},
+           "long_2_blocks": {"fine_tune_epochs": 15, "fine_tune_learning_rate": 1e-3,
+                             "unfreeze_blocks": 2}}
+SHARED = {  # setting -> (recipes, yes/no head kind, loss weights of digit / yes-no tasks)
+    "shared": (("short", "long", "long_2_blocks"), "binary", (1.0, 1.0)),
+    "shared_softmax": (("short", "long"), "softmax", (1.0, 1.0)),
+    "shared_loss_weights": (("short",), "binary", (1.0, 3.0)),
+    "shared_mean_loss": (("short",), "binary", (1 / 3, 1 / 3)),
+    "shared_half_digits": (("short", "long"), "binary", (1.0, 1.0)),
+}
 
 
 def task_labels(digits):
@@ -62,7 +80,7 @@ def pretrain_source(images, labels, path, *, epochs):
                          == labels[chosen]))
 
 
-def run_seed(seed, images, labels, source_path, *, shots, head_epochs, fine_tune_epochs):
+def run_seed(seed, images, labels, source_path, *, shots, head_epochs, recipe):
     import keras
     import numpy as np
 
@@ -75,8 +93,9 @@ def run_seed(seed, images, labels, source_path, *, shots, head_epochs, fine_tune
     train[chosen] = True
     x_train, x_test = images[train], images[~train]
     y_train, y_test = task_labels(labels[train]), task_labels(labels[~train])
-    recipe = dict(head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs,
-                  unfreeze_blocks=1, early_stopping=False, batch_size=16, verbose=0)
+    name = recipe
+    recipe = {"head_epochs": head_epochs, "unfreeze_blocks": 1, "early_stopping": False,
+              "batch_size": 16, "verbose": 0, **RECIPES[recipe]}
 
     def backbone():
         return keras.saving.load_model(source_path)
@@ -85,15 +104,18 @@ def run_seed(seed, images, labels, source_path, *, shots, head_epochs, fine_tune
         return float(np.mean(predicted.argmax(-1) == y_test[task]))
 
     results = {}
-    for setting in ("shared", "shared_softmax", "shared_half_digits"):
+    for setting, (recipes, kind, (digit_weight, yes_no_weight)) in SHARED.items():
+        if name not in recipes:
+            continue
         keras.utils.set_random_seed(seed)
-        # "shared_softmax": the yes/no tasks as 2-class softmax heads, as the
-        # separate models (`build_classifier`) have: only the sharing differs.
-        yes_no = tft.heads.classification if setting == "shared_softmax" else tft.heads.binary
+        # "softmax": the yes/no tasks as 2-class softmax heads, as the separate
+        # models (`build_classifier`) have: only the sharing differs.
+        yes_no = tft.heads.classification if kind == "softmax" else tft.heads.binary
         model = tft.build_multitask(backbone(), {
-            "digit": tft.heads.classification(10),
-            "parity": yes_no(class_names=["odd", "even"]),
-            "loop": yes_no(class_names=["open", "loop"])}, pooling="avg")
+            "digit": tft.heads.classification(10, loss_weight=digit_weight),
+            "parity": yes_no(class_names=["odd", "even"], loss_weight=yes_no_weight),
+            "loop": yes_no(class_names=["open", "loop"], loss_weight=yes_no_weight)},
+            pooling="avg")
         targets = dict(y_train)
         if setting == "shared_half_digits":
             digit = targets["digit"].copy()
@@ -106,8 +128,10 @@ def run_seed(seed, images, labels, source_path, *, shots, head_epochs, fine_tune
         results[setting] = {
             "accuracy": {task: accuracy(predicted[task], task) for task in TASKS},
             "seconds": seconds, "parameters": int(model.count_params()),
+            "trained_parameters": tft.trainable_parameters(model),  # in phase 2
             "cached": [s["cache"] is not None for s in model.training_summary]}
-    separate = {"accuracy": {}, "seconds": 0.0, "parameters": 0, "cached": []}
+    separate = {"accuracy": {}, "seconds": 0.0, "parameters": 0, "trained_parameters": 0,
+                "cached": []}
     for task in TASKS:
         keras.utils.set_random_seed(seed)
         model = tft.build_classifier(backbone(), num_classes=10 if task == "digit" else 2,
@@ -116,6 +140,7 @@ def run_seed(seed, images, labels, source_path, *, shots, head_epochs, fine_tune
         tft.fit_two_phase(model, x_train, y=y_train[task], **recipe)
         separate["seconds"] += time.perf_counter() - start
         separate["parameters"] += int(model.count_params())
+        separate["trained_parameters"] += tft.trainable_parameters(model)
         separate["accuracy"][task] = accuracy(model.predict_proba(x_test, verbose=0), task)
         separate["cached"] += [s["cache"] is not None for s in model.training_summary]
     results["separate"] = separate
@@ -143,38 +168,49 @@ def _mean_sd(values):
 
 def summarize(runs):
     summary = {}
-    for setting in runs[0]:
-        entry = {"accuracy": {}, "seconds": _mean_sd([r[setting]["seconds"] for r in runs]),
-                 "parameters": runs[0][setting]["parameters"]}
-        for task in TASKS:
-            entry["accuracy"][task] = _mean_sd([r[setting]["accuracy"][task] for r in runs])
-        summary[setting] = entry
+    for recipe in runs[0]:
+        for setting in runs[0][recipe]:
+            results = [r[recipe][setting] for r in runs]
+            entry = {"accuracy": {}, "seconds": _mean_sd([r["seconds"] for r in results]),
+                     "parameters": results[0]["parameters"],
+                     "trained_parameters": results[0]["trained_parameters"]}
+            for task in TASKS:
+                entry["accuracy"][task] = _mean_sd([r["accuracy"][task] for r in results])
+            summary[f"{recipe}/{setting}"] = entry
     return summary
 
 
 def markdown(summary, settings):
     names = {"shared": "one shared model (3 heads)",
-             "shared_softmax": "one shared model, yes/no tasks as 2-class softmax heads",
+             "shared_softmax": "shared, yes/no tasks as 2-class softmax heads",
+             "shared_loss_weights": "shared, loss weight 3 on parity and loop",
+             "shared_mean_loss": "shared, mean of the task losses (weights 1/3)",
              "shared_half_digits": "shared, half the digit labels missing (-1)",
              "separate": "three separate models"}
+    recipes = {"short": f"short: {settings['head_epochs']} + 5 epochs, phase 2 at 1e-4",
+               "long": f"long: {settings['head_epochs']} + 15 epochs, phase 2 at 1e-3",
+               "long_2_blocks": "long, top 2 blocks unfrozen"}
     lines = [
         "# Multi-task: one shared backbone against one model per task",
         "",
         "Generated by `benchmarks/multitask_benchmark.py` "
         f"({settings['seeds']} seeds, {settings['shots']} labelled images per digit, "
-        f"{settings['test_examples']} test images; recipe: {settings['head_epochs']} head "
-        f"epochs, then {settings['fine_tune_epochs']} with the top block unfrozen; "
+        f"{settings['test_examples']} test images; recipes: {settings['head_epochs']} head "
+        "epochs, then phase 2 with the top block (or 2) unfrozen; "
         f"{settings['machine']}). Accuracy on the test images, mean ± sd over seeds; "
         "seconds: the `fit_two_phase` calls (all three for the separate models).",
         "",
-        "| setting | digit | parity | loop | training seconds | parameters |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ("| recipe | setting | digit | parity | loop | training seconds | parameters "
+         "| trained in phase 2 |"),
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for setting, entry in summary.items():
+    for key, entry in summary.items():
+        recipe, setting = key.split("/")
         cells = [f"{m:.3f} ± {s:.3f}" for m, s in (entry["accuracy"][t] for t in TASKS)]
         seconds = entry["seconds"]
-        lines.append(f"| {names[setting]} | {' | '.join(cells)} | {seconds[0]:.1f} ± "
-                     f"{seconds[1]:.1f} | {entry['parameters']:,} |")
+        lines.append(f"| {recipes[recipe]} | {names[setting]} | {' | '.join(cells)} | "
+                     f"{seconds[0]:.1f} ± {seconds[1]:.1f} | {entry['parameters']:,} | "
+                     f"{entry['trained_parameters']:,} |")
     lines += ["", f"Source backbone: accuracy {settings['source_accuracy']:.3f} on its own "
               "training images (digits 0-4 of the source half).", ""]
     return "\n".join(lines)
@@ -186,7 +222,8 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--shots", type=int, default=20)
     parser.add_argument("--head-epochs", type=int, default=10)
-    parser.add_argument("--fine-tune-epochs", type=int, default=5)
+    parser.add_argument("--recipes", default=",".join(RECIPES),
+                        help=f"comma-separated, from {sorted(RECIPES)}")
     parser.add_argument("--source-epochs", type=int, default=10)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -202,11 +239,13 @@ def main():
         source_accuracy = pretrain_source(images[source], labels[source], path,
                                           epochs=args.source_epochs)
         warm_up(images[target], path)
-        runs = [run_seed(seed, images[target], labels[target], path, shots=args.shots,
-                         head_epochs=args.head_epochs, fine_tune_epochs=args.fine_tune_epochs)
+        runs = [{recipe: run_seed(seed, images[target], labels[target], path,
+                                  shots=args.shots, head_epochs=args.head_epochs,
+                                  recipe=recipe)
+                 for recipe in args.recipes.split(",")}
                 for seed in range(args.seeds)]
     settings = {"seeds": args.seeds, "shots": args.shots, "head_epochs": args.head_epochs,
-                "fine_tune_epochs": args.fine_tune_epochs,
+                "recipes": {name: RECIPES[name] for name in args.recipes.split(",")},
                 "test_examples": int(len(target) - 10 * args.shots),
                 "source_accuracy": source_accuracy,
                 "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}"}

@@ -311,5 +311,6 @@ def test_bad_labels_and_options_are_refused_before_training(tmp_path):
         tft.fit_head(model, x, y=wrong, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="give each task's head its own"):
         tft.fit_head(model, x, y=targets(y), epochs=1, class_weight={0: 1.0}, verbose=0)
-    with pytest.raises(ValueError, match="has no top_k. Received: top_k=2"):
-        tft.export_saved_model(model, tmp_path / "serving", top_k=2)
+    with pytest.raises(ValueError, match=r"`top_k` of task 'kind' must be an integer from 1 "
+                                         r"to its number of classes \(3\)"):
+        tft.export_saved_model(model, tmp_path / "serving", top_k=4)

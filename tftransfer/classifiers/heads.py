@@ -30,8 +30,15 @@ from tftransfer.classifiers.masked import MaskedMetric
 from tftransfer.classifiers.masked import check_kind
 from tftransfer.classifiers.masked import metric_names
 
-__all__ = ["HeadSpec", "MISSING_LABEL", "MISSING_TARGET", "binary", "classification",
-           "multi_label", "regression"]
+__all__ = [
+    "MISSING_LABEL",
+    "MISSING_TARGET",
+    "HeadSpec",
+    "binary",
+    "classification",
+    "multi_label",
+    "regression",
+]
 
 DEFAULT_DROPOUT = 0.2
 """The heads' default dropout rate (as `tftransfer.build_classifier`'s)."""
@@ -49,7 +56,8 @@ class HeadSpec:
             hidden layers and dropout rate.
         loss_weight: the task's weight in the total loss.
         class_weight: classification and binary: a weight per class, in
-            class order, or None.
+            class order, ``"balanced"`` (resolved from the training labels
+            by the training functions) or None.
         metrics: the names of the task's metrics (see `MaskedMetric`).
         regression_loss: ``"mse"`` or ``"mae"``, for regression.
     """
@@ -102,10 +110,14 @@ class HeadSpec:
                                   dropout=self.dropout, multi_label=self.kind != "classification",
                                   name=task)
 
-    def loss(self, *, label_smoothing=0.0):
-        """The task's `MaskedLoss`."""
+    def loss(self, *, label_smoothing=0.0, class_weight=None):
+        """The task's `MaskedLoss`; `class_weight`: the weights a
+        ``"balanced"`` head resolved from its training labels (without
+        them, such a head weighs every class 1)."""
         smoothing = 0.0 if self.kind == "regression" else label_smoothing
-        return MaskedLoss(self.kind, class_weight=self.class_weight, label_smoothing=smoothing,
+        if class_weight is None and self.class_weight != "balanced":
+            class_weight = self.class_weight
+        return MaskedLoss(self.kind, class_weight=class_weight, label_smoothing=smoothing,
                           regression_loss=self.regression_loss)
 
     def metric_objects(self):
@@ -126,20 +138,29 @@ class HeadSpec:
             return keras.ops.sigmoid(outputs)
         return outputs
 
-    def serving_outputs(self, task, outputs):
+    def serving_outputs(self, task, outputs, *, top_k=1):
         """The export's outputs for this task: ``{name: tensor}`` (see
-        `describe_outputs`)."""
+        `describe_outputs`); with `top_k` > 1 (classification and binary
+        heads) also the `top_k` best classes, best first."""
         values = tf.cast(self.predictions(outputs), tf.float32)
         if self.kind == "regression":
             return {task: values[:, 0] if self.units == 1 else values}
         if self.kind == "multi_label":
             return {f"{task}_scores": values,
                     f"{task}_labels": tf.cast(values >= 0.5, tf.int64)}
+        names = tf.constant(list(self.labels))
         ids = tf.argmax(values, axis=-1, output_type=tf.int64)
-        return {f"{task}_probabilities": values, f"{task}_class_ids": ids,
-                f"{task}_class_names": tf.gather(tf.constant(list(self.labels)), ids)}
+        served = {f"{task}_probabilities": values, f"{task}_class_ids": ids,
+                  f"{task}_class_names": tf.gather(names, ids)}
+        if top_k > 1:
+            best = tf.math.top_k(values, k=top_k)
+            best_ids = tf.cast(best.indices, tf.int64)
+            served.update({f"{task}_top_k_probabilities": best.values,
+                           f"{task}_top_k_class_ids": best_ids,
+                           f"{task}_top_k_class_names": tf.gather(names, best_ids)})
+        return served
 
-    def describe_outputs(self, task):
+    def describe_outputs(self, task, *, top_k=1):
         """The export's outputs for this task, as the metadata describes them."""
         k = len(self.labels)
         if self.kind == "regression":
@@ -147,9 +168,16 @@ class HeadSpec:
         if self.kind == "multi_label":
             return {f"{task}_scores": f"float32 [batch, {k}]: one sigmoid score per label",
                     f"{task}_labels": f"int64 [batch, {k}]: 1 where the score is >= 0.5"}
-        return {f"{task}_probabilities": f"float32 [batch, {k}]",
-                f"{task}_class_ids": "int64 [batch]: the most probable class",
-                f"{task}_class_names": "string [batch]: its name"}
+        described = {f"{task}_probabilities": f"float32 [batch, {k}]",
+                     f"{task}_class_ids": "int64 [batch]: the most probable class",
+                     f"{task}_class_names": "string [batch]: its name"}
+        if top_k > 1:
+            described.update({
+                f"{task}_top_k_probabilities":
+                    f"float32 [batch, {top_k}]: the {top_k} best, best first",
+                f"{task}_top_k_class_ids": f"int64 [batch, {top_k}]",
+                f"{task}_top_k_class_names": f"string [batch, {top_k}]"})
+        return described
 
     def get_config(self):
         config = dataclasses.asdict(self)
@@ -169,6 +197,12 @@ def _class_weight(spec):
         raise ValueError(
             f"`class_weight` applies to classification and binary heads, not {spec.kind}. "
             f"Received: class_weight={value!r}")
+    if isinstance(value, str):
+        if value != "balanced":
+            raise ValueError(
+                "`class_weight` must be 'balanced', a dict {class_index: weight} or a list "
+                f"of weights. Received: class_weight={value!r}")
+        return value
     count = 2 if spec.kind == "binary" else len(spec.labels)
     if isinstance(value, dict):
         unknown = [k for k in value if not isinstance(k, int) or not 0 <= k < count]
@@ -201,9 +235,11 @@ def classification(num_classes=None, *, class_names=None, class_weight=None, hid
     Args:
         num_classes: number of classes (or give `class_names`).
         class_names: class names, in label order; they go into the export.
-        class_weight: a dict ``{class_index: weight}`` or a list of weights
-            (e.g. `tftransfer.compute_class_weight` of the labelled part:
-            ``y[y >= 0]``).
+        class_weight: a dict ``{class_index: weight}``, a list of weights,
+            or ``"balanced"``: ``n / (classes * count)`` per class over the
+            task's labelled training examples, counted by `fit_head`,
+            `fine_tune` and `fit_two_phase` (with plain `fit`, call
+            `MultiTaskModel.balance_class_weights` first).
         hidden_units, hidden_activation, dropout: the head's hidden dense
             layers, their activation, the dropout rate before each layer.
         loss_weight: the task's weight in the total loss.
@@ -228,7 +264,8 @@ def binary(*, class_names=("0", "1"), class_weight=None, hidden_units=(),
 
     Args:
         class_names: the names of class 0 and class 1.
-        class_weight: ``{0: w0, 1: w1}`` or ``[w0, w1]``.
+        class_weight: ``{0: w0, 1: w1}``, ``[w0, w1]`` or ``"balanced"``
+            (as for `classification`).
         hidden_units, hidden_activation, dropout, loss_weight, metrics: as for
             `classification`.
 

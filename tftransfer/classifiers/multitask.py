@@ -30,6 +30,9 @@ from tftransfer.classifiers.image import dtype_policy
 from tftransfer.classifiers.image import image_serving_spec
 from tftransfer.classifiers.inputs import check_backbone_input
 from tftransfer.classifiers.inputs import requested_input_shape
+from tftransfer.classifiers.task_options import balanced_class_weights
+from tftransfer.classifiers.task_options import task_top_k
+from tftransfer.classifiers.task_options import training_labels
 from tftransfer.formats import IMAGE_INPUT
 from tftransfer.layers import InferenceModeCall
 
@@ -75,7 +78,7 @@ class MultiTaskModel(keras.Model):
     is missing: it is masked out of that task's loss and metrics
     (`tftransfer.classifiers.masked`). Keras's ``class_weight`` does not apply
     to several outputs: give each head its own (``tft.heads.classification(
-    10, class_weight={...})``).
+    10, class_weight={...})``, or ``"balanced"``: see `balance_class_weights`).
 
     Prefer `build_multitask`, which also loads a backbone by name.
 
@@ -89,6 +92,9 @@ class MultiTaskModel(keras.Model):
         backbone, backbone_spec, pooling: as for `tftransfer.ImageClassifier`.
         tasks: the ``{task_name: HeadSpec}`` dict, in output order.
         task_heads: ``{task_name: ClassificationHead layer}``.
+        resolved_class_weight: ``{task: weights}`` of the heads built with
+            ``class_weight="balanced"``, counted on the last training labels
+            (`balance_class_weights`); ``compile(loss="auto")`` uses them.
         training_summary: one dict per training phase (see `Classifier`).
     """
 
@@ -112,6 +118,7 @@ class MultiTaskModel(keras.Model):
         self.pooling = pooling
         self.tasks = tasks
         self.training_summary = []  # filled by tftransfer.training
+        self.resolved_class_weight = {}  # filled by balance_class_weights
         self.backbone.trainable = True  # by way of True: see Classifier._freeze_backbone
         self.backbone.trainable = False
         self.pooler = {
@@ -163,7 +170,8 @@ class MultiTaskModel(keras.Model):
         if optimizer == "auto":
             optimizer = keras.optimizers.Adam(learning_rate=1e-3)
         if loss == "auto":
-            loss = {name: head.loss(label_smoothing=label_smoothing)
+            loss = {name: head.loss(label_smoothing=label_smoothing,
+                                    class_weight=self.resolved_class_weight.get(name))
                     for name, head in self.tasks.items()}
         if metrics == "auto":
             metrics = {name: head.metric_objects() for name, head in self.tasks.items()}
@@ -174,6 +182,26 @@ class MultiTaskModel(keras.Model):
                                                                       loss_weights))
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics,
                         loss_weights=loss_weights, **kwargs)
+
+    def balance_class_weights(self, x, y=None):
+        """Counts the training labels for the heads built with
+        ``class_weight="balanced"`` (missing labels left out) and keeps
+        their weights in `resolved_class_weight` for the next
+        ``compile(loss="auto")``. The training functions call it; call it
+        before `compile` to train such a model with plain `fit`.
+
+        Args:
+            x: the training data: an array with `y`, or a `tf.data.Dataset`
+                of ``(inputs, {task: labels})`` (read once).
+            y: ``{task: labels}`` for arrays.
+
+        Returns:
+            `resolved_class_weight`.
+        """
+        if any(head.class_weight == "balanced" for head in self.tasks.values()):
+            self.resolved_class_weight = balanced_class_weights(self.tasks,
+                                                                training_labels(x, y))
+        return self.resolved_class_weight
 
     def compile_from_config(self, config):
         # Called when a `.keras` file is loaded (as `Classifier.compile_from_config`).
@@ -205,12 +233,16 @@ class MultiTaskModel(keras.Model):
         return {name: keras.ops.convert_to_numpy(value)
                 for name, value in self.predictions(outputs).items()}
 
-    def serving_outputs(self, outputs):
+    def serving_outputs(self, outputs, *, top_k=1):
         """The export's outputs, ``{name: tensor}`` over the tasks (see
-        `tftransfer.heads.HeadSpec.serving_outputs`)."""
+        `tftransfer.heads.HeadSpec.serving_outputs`); `top_k`: an integer
+        for every classification task or ``{task: k}`` (see
+        `tftransfer.export_saved_model`)."""
+        best = task_top_k(self.tasks, top_k)
         served = {}
         for name, value in self.named_outputs(outputs).items():
-            served.update(self.tasks[name].serving_outputs(name, value))
+            served.update(self.tasks[name].serving_outputs(name, value,
+                                                           top_k=best.get(name, 1)))
         return served
 
     def serving_spec(self, inputs="bytes"):

@@ -11,9 +11,9 @@ import os
 import numpy as np
 from PIL import Image
 
+from tftransfer.data.decode import load_image
 from tftransfer.data.images import IMAGE_EXTENSIONS
 from tftransfer.data.images import decode_image_bytes
-from tftransfer.data.decode import load_image
 from tftransfer.data.images import resize_image
 from tftransfer.data.images import to_rgb
 

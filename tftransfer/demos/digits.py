@@ -41,8 +41,8 @@ from tftransfer.demos.label_curve import scratch_model
 from tftransfer.evaluation.evaluate import evaluate
 from tftransfer.export.rest import serving_request
 from tftransfer.export.serving import export_saved_model
-from tftransfer.transfer.adabn import adapt_batchnorm
 from tftransfer.training.recipe import fit_two_phase
+from tftransfer.transfer.adabn import adapt_batchnorm
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from tftransfer.backbones.load import load_backbone
 from tftransfer.classifiers.image import build_classifier
 from tftransfer.evaluation.label_efficiency import label_efficiency
 from tftransfer.evaluation.label_efficiency import pixel_baseline
-from tftransfer.transfer.adabn import adapt_batchnorm
 from tftransfer.training.recipe import fit_two_phase
+from tftransfer.transfer.adabn import adapt_batchnorm
 
 POOL_FRACTION = 0.4  # of the target digits; the rest is held out
 

@@ -9,13 +9,14 @@ from tftransfer.evaluation.calibration import expected_calibration_error
 from tftransfer.evaluation.calibration import reliability_bins
 from tftransfer.evaluation.domains import DomainReports
 from tftransfer.evaluation.domains import evaluate_domains
-from tftransfer.evaluation.evaluate import EvaluationReport
-from tftransfer.evaluation.evaluate import MisclassifiedExample
 from tftransfer.evaluation.evaluate import evaluate
+from tftransfer.evaluation.evaluation_report import EvaluationReport
+from tftransfer.evaluation.evaluation_report import MisclassifiedExample
 from tftransfer.evaluation.label_efficiency import LabelEfficiency
 from tftransfer.evaluation.label_efficiency import label_efficiency
 from tftransfer.evaluation.label_efficiency import pixel_baseline
 from tftransfer.evaluation.logme import logme
+from tftransfer.evaluation.multitask_report import MultiTaskReport
 from tftransfer.evaluation.plots import plot_confusion_matrix
 from tftransfer.evaluation.plots import plot_learning_curves
 from tftransfer.evaluation.plots import plot_misclassified
@@ -38,6 +39,7 @@ __all__ = [
     "LabelEfficiency",
     "LinearProbeResult",
     "MisclassifiedExample",
+    "MultiTaskReport",
     "RankedBackbone",
     "ReliabilityBins",
     "baseline_accuracy",

@@ -15,7 +15,6 @@ is ``files[split][n]``: that is how a misclassified example of a folder
 names its file.
 """
 
-import dataclasses
 import logging
 import os
 
@@ -23,153 +22,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.classifiers.multitask import MultiTaskModel
 from tftransfer.data.splits import DataSplits
 from tftransfer.evaluation.calibration import DEFAULT_NUM_BINS
-from tftransfer.evaluation.calibration import ReliabilityBins
 from tftransfer.evaluation.calibration import check_num_bins
-from tftransfer.evaluation.plots import figure_to_png
+from tftransfer.evaluation.evaluation_report import EvaluationReport  # noqa: F401 - public here
+from tftransfer.evaluation.evaluation_report import MisclassifiedExample  # noqa: F401
+from tftransfer.evaluation.evaluation_report import report_from_scores
+from tftransfer.evaluation.multitask_report import evaluate_tasks
 from tftransfer.evaluation.plots import history_dict
-from tftransfer.evaluation.plots import is_image
-from tftransfer.evaluation.plots import plot_confusion_matrix
-from tftransfer.evaluation.plots import plot_learning_curves
-from tftransfer.evaluation.plots import plot_misclassified
-from tftransfer.evaluation.plots import plot_reliability
-from tftransfer.evaluation.render import save_report
-from tftransfer.evaluation.render import summary_text
-from tftransfer.evaluation.render import to_html
-from tftransfer.evaluation.render import to_markdown
-from tftransfer.evaluation.report import ClassificationReport
 from tftransfer.evaluation.report import read_scores
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
 DEFAULT_MAX_MISCLASSIFIED = 25
-
-
-@dataclasses.dataclass
-class MisclassifiedExample:
-    """One misclassified example.
-
-    Attributes:
-        index: its position in the evaluated data (0-based, in reading order).
-        true_class, predicted_class: class names.
-        confidence: the probability of the predicted class.
-        file: its image file, for data from `image_dataset_from_folder`;
-            else `None`.
-        input: its input as the model received it (an image array, a
-            string); not part of `to_dict` (except for strings).
-    """
-
-    index: int
-    true_class: str
-    predicted_class: str
-    confidence: float
-    file: str = None
-    input: object = dataclasses.field(default=None, repr=False)
-
-    def to_dict(self):
-        record = {"index": self.index, "file": self.file, "true_class": self.true_class,
-                  "predicted_class": self.predicted_class, "confidence": self.confidence}
-        if isinstance(self.input, str):
-            record["text"] = self.input
-        return record
-
-
-@dataclasses.dataclass
-class EvaluationReport:
-    """What `evaluate` found.
-
-    Attributes:
-        accuracy: the fraction of examples whose top class is right.
-        top_k_accuracy: ``{k: fraction whose true class is among the k
-            highest scores}`` for k = 1 .. min(top_k, classes); ties are
-            broken towards the lower class index, as the argmax does, so
-            ``top_k_accuracy[1] == accuracy``.
-        classification: the `ClassificationReport` (per-class precision,
-            recall, F1, support, and the confusion matrix).
-        expected_calibration_error: the ECE of `reliability`.
-        reliability: `ReliabilityBins` of the examples' confidences.
-        misclassified: a `MisclassifiedExample` for each of the first
-            `max_misclassified` misclassified examples, in reading order.
-        history: the ``history`` dict of the `History` given to `evaluate`,
-            or `None`.
-        split: the split of a `DataSplits` evaluated (``"test"`` or
-            ``"validation"``), else `None`.
-    """
-
-    accuracy: float
-    top_k_accuracy: dict
-    classification: ClassificationReport
-    expected_calibration_error: float
-    reliability: ReliabilityBins
-    misclassified: list
-    history: dict = None
-    split: str = None
-
-    class_names = property(lambda self: self.classification.class_names)
-    confusion_matrix = property(lambda self: self.classification.confusion_matrix)
-    num_examples = property(lambda self: int(self.classification.confusion_matrix.sum()))
-
-    @property
-    def num_misclassified(self):
-        """All misclassified examples (`misclassified` lists the first ones)."""
-        return self.num_examples - int(np.trace(self.classification.confusion_matrix))
-
-    def to_dict(self):
-        """A JSON-serializable dict (lists and numbers, no arrays)."""
-        return {
-            "split": self.split,
-            "num_examples": self.num_examples,
-            "accuracy": self.accuracy,
-            "top_k_accuracy": {str(k): v for k, v in self.top_k_accuracy.items()},
-            "expected_calibration_error": self.expected_calibration_error,
-            "classification": self.classification.to_dict(),
-            "reliability": self.reliability.to_dict(),
-            "num_misclassified": self.num_misclassified,
-            "misclassified": [m.to_dict() for m in self.misclassified],
-            "history": None if self.history is None else {
-                k: [None if np.isnan(v) else v for v in values]
-                for k, values in self.history.items()},
-        }
-
-    def figures(self):
-        """``{name: matplotlib Figure}``: ``confusion_matrix``,
-        ``reliability``, ``misclassified`` (when the misclassified inputs
-        are images) and ``learning_curves`` (when there is a history)."""
-        result = {"confusion_matrix": plot_confusion_matrix(self.classification),
-                  "reliability": plot_reliability(self.reliability)}
-        if any(is_image(m.input) for m in self.misclassified):
-            result["misclassified"] = plot_misclassified(self.misclassified)
-        if self.history is not None:
-            result["learning_curves"] = plot_learning_curves(self.history)
-        return result
-
-    def to_markdown(self, *, images=None):
-        """The report as Markdown; `images` maps figure names (see
-        `figures`) to image paths to link (as `save` does)."""
-        return to_markdown(self.to_dict(), images=images)
-
-    def to_html(self):
-        """One self-contained HTML page: the summary, the per-class table,
-        the misclassified examples, and the figures inlined as PNGs."""
-        return to_html(self.to_dict(), images=self._pngs())
-
-    def save(self, directory):
-        """Writes ``report.json``, ``report.md``, ``report.html`` and a PNG
-        per figure (see `figures`) into `directory` (created if needed),
-        each atomically (a temporary file, then a rename).
-
-        Returns:
-            ``{file name: path}`` of the files written.
-        """
-        return save_report(directory, self.to_dict(), images=self._pngs())
-
-    def _pngs(self):
-        return {name: figure_to_png(figure) for name, figure in self.figures().items()}
-
-    def __str__(self):
-        return summary_text(self.to_dict(), str(self.classification))
 
 
 def evaluate(
@@ -187,7 +54,9 @@ def evaluate(
 
     Args:
         model: a classifier returning one score (logit or probability) per
-            class, e.g. from `build_classifier`.
+            class, e.g. from `build_classifier`; or a `MultiTaskModel`, whose
+            report is a `MultiTaskReport`, one report per task
+            (`tftransfer.evaluation.multitask_report`).
         data: a `DataSplits` (its test split, else its validation split),
             a `tf.data.Dataset` of ``(inputs, labels)`` or ``(inputs,
             labels, weights)`` batches (weights are ignored; an unbatched
@@ -234,6 +103,10 @@ def evaluate(
     if not hasattr(model, "predict_on_batch"):
         raise TypeError(f"`model` must be a Keras model. Received: model of type "
                         f"{type(model).__name__}")
+    if isinstance(model, MultiTaskModel):
+        return evaluate_tasks(model, data, class_names=class_names, top_k=top_k,
+                              history=history, num_bins=num_bins,
+                              max_misclassified=max_misclassified, batch_size=batch_size)
     if getattr(model, "multi_label", False):
         raise TypeError(
             "`evaluate` is for single-label classifiers (one class per example). For a "
@@ -270,28 +143,9 @@ def evaluate(
                        split, len(files), len(true))
         files = None
 
-    predicted = scores.argmax(axis=-1)
-    probabilities = _probabilities(model, scores)
-    confidence = np.clip(probabilities[np.arange(len(true)), predicted], 0.0, 1.0)
-    order = np.argsort(-scores, axis=-1, kind="stable")  # ties: lower index first, as argmax
-    rank = np.argmax(order == true[:, None], axis=-1)
-    reliability = ReliabilityBins.from_confidences(confidence, predicted == true,
-                                                   num_bins=num_bins)
-    misclassified = [
-        MisclassifiedExample(index=i, true_class=class_names[true[i]],
-                             predicted_class=class_names[predicted[i]],
-                             confidence=float(confidence[i]),
-                             file=None if files is None else files[i], input=value)
-        for i, value in kept]
-    return EvaluationReport(
-        accuracy=float(np.mean(predicted == true)),
-        top_k_accuracy={k: float(np.mean(rank < k)) for k in range(1, min(top_k, num_classes)
-                                                                     + 1)},
-        classification=ClassificationReport.from_labels(true, predicted,
-                                                        class_names=class_names),
-        expected_calibration_error=reliability.expected_calibration_error,
-        reliability=reliability, misclassified=misclassified, history=history, split=split)
-
+    return report_from_scores(scores, true, _probabilities(model, scores),
+                              class_names=class_names, top_k=top_k, num_bins=num_bins,
+                              kept=kept, files=files, history=history, split=split)
 
 def _check_count(name, value, low, hint):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:

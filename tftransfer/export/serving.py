@@ -21,6 +21,7 @@ import tensorflow as tf
 from tftransfer.classifiers.base import Classifier
 from tftransfer.classifiers.multitask import MultiTaskModel
 from tftransfer.classifiers.predictions import check_top_k
+from tftransfer.classifiers.task_options import task_top_k
 from tftransfer.distribute import is_chief
 from tftransfer.errors import VersionExistsError
 from tftransfer.export.publish import existing_versions
@@ -61,8 +62,10 @@ def _check_classifier(model):
 def _metadata(model, specs, version, extra, top_k):
     default = specs[DEFAULT_SIGNATURE]
     if isinstance(model, MultiTaskModel):
+        best = task_top_k(model.tasks, top_k)
         labels = {"tasks": {name: {"kind": head.kind, "labels": list(head.labels),
-                                   "outputs": head.describe_outputs(name)}
+                                   "outputs": head.describe_outputs(
+                                       name, top_k=best.get(name, 1))}
                             for name, head in model.tasks.items()}}
     else:
         labels = {"class_names": list(model.class_names),
@@ -132,7 +135,10 @@ def export_saved_model(model, export_base, *, inputs=None, top_k=1, warmup=True,
             float32 ``[batch, height, width, 3]`` (export format 1's only
             signature). A text classifier takes ``"text"`` (strings).
         top_k: with top_k > 1 the signatures also return ``top_k_class_ids``,
-            ``top_k_class_names`` and ``top_k_probabilities``, best first.
+            ``top_k_class_names`` and ``top_k_probabilities``, best first. A
+            multi-task model's: an integer for every classification task, or
+            ``{task: k}`` (classification and binary tasks); each such task
+            returns ``<task>_top_k_class_ids`` and the others.
         warmup: write ``assets.extra/tf_serving_warmup_requests``, one
             request per signature, which TF Serving replays before serving
             the version (needs ``tensorflow-serving-api``, the ``[serving]``
@@ -182,10 +188,7 @@ def export_saved_model(model, export_base, *, inputs=None, top_k=1, warmup=True,
                 f"`metadata` must be JSON-serializable ({err}). Received: metadata={metadata!r}"
             ) from None
     if isinstance(model, MultiTaskModel):
-        if top_k != 1:
-            raise ValueError(
-                "A multi-task export returns each classification task's most probable "
-                f"class and all its probabilities; it has no top_k. Received: top_k={top_k!r}")
+        top_k = task_top_k(model.tasks, top_k)
     else:
         check_top_k(top_k, model.num_classes)
     if inputs is not None and inputs not in model.serving_inputs:
@@ -262,7 +265,7 @@ def _export_version(model, export_base, *, version, overwrite, metadata, verify_
         if warmup:
             write_warmup(staging, specs, model_name=os.path.basename(
                 os.path.abspath(export_base)))
-        verify_export(staging, model, specs, verify_atol)
+        verify_export(staging, model, specs, verify_atol, top_k)
         publish(staging, target, overwrite)
     logger.info("Exported version %d to %s", version, target)
     return target

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.classifiers.multitask import MultiTaskModel
+from tftransfer.classifiers.task_options import task_top_k
 
 DEFAULT_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "serving_pixels"
@@ -34,7 +35,7 @@ def serving_function(model, spec, top_k=1):
     a `tftransfer.MultiTaskModel`, each task's outputs
     (`MultiTaskModel.serving_outputs`)."""
     if isinstance(model, MultiTaskModel):
-        return lambda inputs: model.serving_outputs(spec.forward(inputs))
+        return lambda inputs: model.serving_outputs(spec.forward(inputs), top_k=top_k)
     class_names = tf.constant(model.class_names)
 
     def serve(inputs):
@@ -59,8 +60,9 @@ def describe(spec, top_k, model=None):
     """A signature's metadata entry."""
     if isinstance(model, MultiTaskModel):
         outputs = {}
+        best = task_top_k(model.tasks, top_k)
         for name, head in model.tasks.items():
-            outputs.update(head.describe_outputs(name))
+            outputs.update(head.describe_outputs(name, top_k=best.get(name, 1)))
         return {"inputs": _inputs(spec), "outputs": outputs}
     outputs = {
         "probabilities": "float32 [batch, num_classes]",
@@ -86,14 +88,15 @@ def _inputs(spec):
     }
 
 
-def verify_export(path, model, specs, atol):
+def verify_export(path, model, specs, atol, top_k=1):
     """Loads the SavedModel back; every signature must reproduce the model's
     probabilities on its spec's example."""
     loaded = tf.saved_model.load(path)
     for name, spec in specs.items():
         served = loaded.signatures[name](**{spec.input_name: tf.constant(spec.example)})
         if isinstance(model, MultiTaskModel):
-            _verify_tasks(name, served, model.serving_outputs(spec.forward(spec.example)), atol)
+            _verify_tasks(name, served,
+                          model.serving_outputs(spec.forward(spec.example), top_k=top_k), atol)
             continue
         expected = keras.ops.convert_to_numpy(model.probabilities(spec.forward(spec.example)))
         got = served["probabilities"].numpy()

@@ -269,6 +269,18 @@ class PhaseCheckpoint:
         load_seeds(model, os.path.join(self.path, "seeds.npz"))
 
 
+def history_from_logs(model, logs, *, initial_epoch=0):
+    """A `keras.callbacks.History` rebuilt from per-epoch log dicts (those a
+    checkpoint keeps), for a run that resumed or was restored whole."""
+    history = keras.callbacks.History()
+    history.set_model(model)
+    history.epoch = list(range(initial_epoch, initial_epoch + len(logs)))
+    keys = list(dict.fromkeys(key for entry in logs for key in entry))
+    history.history = {key: [entry.get(key) for entry in logs] for key in keys}
+    history.params = {"epochs": initial_epoch + len(logs)}
+    return history
+
+
 def _number(value):
     if value is None:
         return None

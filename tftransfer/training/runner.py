@@ -22,6 +22,7 @@ from tftransfer.feature_cache.cache import FeatureCache
 from tftransfer.feature_cache.feed import steps_per_epoch
 from tftransfer.training.callbacks import phase_callbacks
 from tftransfer.training.checkpoints import TrainingCheckpoint
+from tftransfer.training.checkpoints import history_from_logs
 from tftransfer.training.data_checks import check_training_data
 from tftransfer.training.data_checks import unpack_splits
 
@@ -146,15 +147,8 @@ def _finish_phase(model, *, number, logs, initial_epoch, summary, history=None):
     if history is not None:
         history.history["phase"] = [number] * len(history.epoch)
         return history
-    history = keras.callbacks.History()
-    history.set_model(model)
-    history.epoch = list(range(initial_epoch, initial_epoch + len(logs)))
-    keys = []
-    for entry in logs:
-        keys += [k for k in entry if k not in keys]
-    history.history = {key: [entry.get(key) for entry in logs] for key in keys}
+    history = history_from_logs(model, logs, initial_epoch=initial_epoch)
     history.history["phase"] = [number] * len(logs)
-    history.params = {"epochs": initial_epoch + len(logs)}
     model.history = history
     return history
 
@@ -189,13 +183,17 @@ def _run_settings(model, x, fit_kwargs, **settings):
 
 
 def resolve_class_weight(model, x, y, fit_kwargs):
-    """Resolves ``class_weight="balanced"`` from the training labels."""
+    """Resolves ``class_weight="balanced"`` from the training labels (a
+    multi-task model's: of its heads)."""
     value = fit_kwargs.get("class_weight")
     if value is not None and isinstance(model, MultiTaskModel):
         raise ValueError(
             "Keras's `class_weight` applies to models with one output; give each task's "
             "head its own: tft.heads.classification(10, class_weight={0: 2.0, ...}) or "
             f"tft.heads.binary(class_weight=[1.0, 3.0]). Received: class_weight={value!r}")
+    if isinstance(model, MultiTaskModel):
+        model.balance_class_weights(x, y)  # its heads' class_weight="balanced"
+        return dict(fit_kwargs)
     if not isinstance(value, str):
         return dict(fit_kwargs)
     if value != "balanced":
