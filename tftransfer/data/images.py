@@ -213,28 +213,27 @@ def tf_resize(images, size):
     if size is None:
         return images
     shape = tf.shape(images)
-    x = tf.cast(images, tf.float32)
-    x = _box_reduce(x, tf.maximum(shape[-3] // size[0], 1), axis=-3)
-    x = _box_reduce(x, tf.maximum(shape[-2] // size[1], 1), axis=-2)
+    x = _box_reduce(tf.cast(images, tf.float32), tf.maximum(shape[-3] // size[0], 1),
+                    tf.maximum(shape[-2] // size[1], 1))
+    return _bilinear(x, size, images.dtype)
+
+
+def _bilinear(x, size, dtype):
     resized = tf.image.resize(x, size, method="bilinear")
-    if images.dtype == tf.uint8:
+    if dtype == tf.uint8:
         return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
     return resized
 
 
-def _box_reduce(x, k, axis):
-    """The mean of each `k` rows (axis -3) or columns (axis -2) of the centred
-    part of `x` that `k` divides."""
+def _box_reduce(x, kh, kw):
+    """The mean of each `kh` x `kw` block of the centred part of `x` (images
+    ``[..., height, width, channels]``) that the blocks tile."""
     shape = tf.shape(x)
-    n = shape[axis] // k
-    start = (shape[axis] - n * k) // 2
-    if axis == -3:
-        x = x[..., start:start + n * k, :, :]
-        grouped = tf.concat([shape[:-3], [n, k], shape[-2:]], 0)
-    else:
-        x = x[..., start:start + n * k, :]
-        grouped = tf.concat([shape[:-2], [n, k], shape[-1:]], 0)
-    return tf.reduce_mean(tf.reshape(x, grouped), axis=axis)
+    nh, nw = shape[-3] // kh, shape[-2] // kw
+    top, left = (shape[-3] - nh * kh) // 2, (shape[-2] - nw * kw) // 2
+    x = x[..., top:top + nh * kh, left:left + nw * kw, :]
+    blocks = tf.concat([shape[:-3], [nh, kh, nw, kw], shape[-1:]], 0)
+    return tf.reduce_mean(tf.reshape(x, blocks), axis=[-4, -2])
 
 
 JPEG_DCT_METHOD = "INTEGER_ACCURATE"
@@ -266,11 +265,24 @@ def tf_decode_jpeg(data, size):
     if size is None:
         return tf.io.decode_jpeg(data, channels=3, dct_method=JPEG_DCT_METHOD)
     shape = tf.io.extract_jpeg_shape(data)
-    image = tf.switch_case(jpeg_scale(shape[0], shape[1], size), branch_fns=[
-        lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method=JPEG_DCT_METHOD)
-        for r in JPEG_RATIOS])
-    image.set_shape([None, None, 3])
-    return tf_resize(image, size)
+    scale = jpeg_scale(shape[0], shape[1], size)
+    ratio = tf.gather(JPEG_RATIOS, scale)
+    # One branch per (ratio, box filter needed): a second `tf.cond` for the
+    # box filter would cost as much as the filter (measured).
+    boxed = tf.logical_or((shape[0] + ratio - 1) // ratio >= 2 * size[0],
+                          (shape[1] + ratio - 1) // ratio >= 2 * size[1])
+
+    def branch(r, box):
+        def run():
+            image = tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method=JPEG_DCT_METHOD)
+            image.set_shape([None, None, 3])
+            if box:
+                return tf_resize(image, size)
+            return _bilinear(tf.cast(image, tf.float32), size, tf.uint8)  # tf_resize's, k = 1
+        return run
+
+    return tf.switch_case(2 * scale + tf.cast(boxed, tf.int32),
+                          branch_fns=[branch(r, box) for r in JPEG_RATIOS for box in (False, True)])
 
 
 # The formats the serving graph decodes, by their first bytes (WebP: "RIFF" then
