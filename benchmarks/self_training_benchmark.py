@@ -1,5 +1,6 @@
-"""Self-training (FixMatch, `tft.fit_self_training`) against labelled-only transfer and
-training from scratch, on the digits demo's target task at 1, 3 and 5 labels per class.
+"""Self-training (FixMatch, `tft.fit_self_training`) and SimCLR pretraining against labelled-only
+transfer and training from scratch, on the digits demo's target task at 1, 3 and 5 labels per
+class.
 
 The demo's setting (`tftransfer.demos.digits`, `DemoConfig`): digits at random positions of
 a 24-pixel canvas; a source CNN (`digits_cnn`) is pretrained once on digits 0-4 (seed 0, three
@@ -16,6 +17,7 @@ Methods, all scored on the same test images:
   only, the demo's epochs, its BatchNormalization statistics recomputed on them (the label
   curve's `from scratch`);
 - **transfer**: labelled-only `tft.fit_two_phase` from the source backbone (the demo's recipe);
+- **self-training**: `tft.fit_self_training` from that transfer model, with the unlabelled set;
 - **SimCLR + transfer**: a `digits_cnn` pretrained by `tft.pretrain_self_supervised` (SimCLR) on
   all the unlabelled images of this world, once per seed: the 720 source digits 0-4 (each at its
   first placement) and the 358 target pool images, 1,078 in all, labels never read and never
@@ -25,11 +27,10 @@ Methods, all scored on the same test images:
   this canvas they were checked on a development task too (``--development``: labels of the
   digits 0-4, scored on other 0-4 digits; results/self_training_development.json), never on
   the test images;
-- **self-training**: `tft.fit_self_training` from that transfer model, with the unlabelled set;
 - **SimCLR + self-training**: the same call from the SimCLR + transfer model;
-- **self-training, no class balance**: the same call with ``class_balance=None`` (no
-  distribution alignment), which says what the alignment adds;
-- **augmented, labelled only**: the same call with ``unlabelled_weight=0``: the same steps,
+- **self-training, no class balance**: self-training from the transfer model with
+  ``class_balance=None`` (no distribution alignment), which says what the alignment adds;
+- **augmented, labelled only**: the same with ``unlabelled_weight=0``: the same steps,
   augmentations and optimizer, with the unlabelled loss switched off, which says how much of
   self-training's gain comes from the unlabelled images.
 
@@ -37,7 +38,8 @@ Methods, all scored on the same test images:
     python benchmarks/self_training_benchmark.py --development   # the SimCLR transfer check:
                                                   # results/self_training_development.json
 
-About 20 minutes on 2 shared CPU cores (the JSON has the seconds).
+About 10 minutes on 2 shared CPU cores (584 s for the recorded results, 187 s of it the three
+SimCLR pretrainings; the JSON has the seconds); the development check about 2 minutes.
 """
 
 import argparse
