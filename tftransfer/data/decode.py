@@ -14,6 +14,7 @@ per file which decoder it gets (and remembers it with the scan), so a file
 that passes the scan decodes in training with the decoder that checked it.
 """
 
+import functools
 import os
 from concurrent import futures
 
@@ -120,8 +121,21 @@ def file_decoder(size, on_error, *, decoders=("tensorflow", "pillow")):
     then the same `tf_resize`. `decoders` names those the files need (a
     pipeline of plain JPEGs only, or of none, leaves the other branch out).
     `on_error(path, err)` is called when a Pillow file that passed the scan
-    fails now (a gray image stands in)."""
+    fails now (a gray image stands in).
 
+    The image function is one `tf.function` per settings, traced once per
+    process: the splits of a load, and later loads, reuse it (tracing the
+    decoders costs a few tenths of a second per pipeline otherwise)."""
+    image = _image_function(tuple(size), on_error, tuple(decoders))
+
+    def decode(path, fast, label):
+        return image(path, fast), label
+
+    return decode
+
+
+@functools.lru_cache(maxsize=32)
+def _image_function(size, on_error, decoders):
     def pillow(path):
         path = os.fsdecode(path)
         try:
@@ -137,16 +151,18 @@ def file_decoder(size, on_error, *, decoders=("tensorflow", "pillow")):
         image = tf.numpy_function(pillow, [path], tf.uint8, stateful=False)
         return tf_resize(tf.ensure_shape(image, [None, None, 3]), size)
 
-    def decode(path, fast, label):
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.bool)],
+                 autograph=False)
+    def image(path, fast):
         if "pillow" not in decoders:
-            image = with_tensorflow(path)
+            decoded = with_tensorflow(path)
         elif "tensorflow" not in decoders:
-            image = with_pillow(path)
+            decoded = with_pillow(path)
         else:
-            image = tf.cond(fast, lambda: with_tensorflow(path), lambda: with_pillow(path))
-        return tf.ensure_shape(image, (*size, 3)), label
+            decoded = tf.cond(fast, lambda: with_tensorflow(path), lambda: with_pillow(path))
+        return tf.ensure_shape(decoded, (*size, 3))
 
-    return decode
+    return image
 
 
 def load_image(path, *, image_size=None):
