@@ -506,6 +506,15 @@ def test_a_directory_as_cache_still_works_with_a_deprecation_warning(tmp_path):
     assert os.listdir(cache_dir)
 
 
+@pytest.mark.parametrize("word", ["none", "None", "false", "off"])
+def test_a_word_for_no_cache_is_refused_not_made_a_directory(tmp_path, monkeypatch, word):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"Pass cache=None \(or False\) for no cache\. "
+                                         rf"Received: cache='{word}'"):
+        _load(str(tmp_path), cache=word)
+    assert not (tmp_path / word).exists()
+
+
 def test_disk_cache_needs_a_cache_dir(tmp_path):
     with pytest.raises(ValueError, match=r"cache='disk' needs `cache_dir`.*Received: cache="):
         _load(str(tmp_path), cache="disk")

@@ -286,10 +286,19 @@ def warn_missing(counts, class_names):
             logger.warning("No %s images of class(es) %s.", name, ", ".join(missing))
 
 
+# Strings that mean "no cache" rather than a directory (tftransfer 0.1's form).
+_NO_CACHE_WORDS = ("none", "false", "no", "off", "")
+
+
 def loader_cache_options(cache, cache_dir=None, cache_memory_limit=None):
     """The data loaders' cache arguments, in the shared vocabulary of
     `tftransfer.caching`; checked before any file is read. A directory given
     as `cache` (tftransfer 0.1) still works, as ``cache="disk"`` there."""
+    if isinstance(cache, str) and cache.strip().lower() in _NO_CACHE_WORDS:
+        raise ValueError(
+            f"`cache` is True/'memory', 'auto', 'disk', or False/None for no cache; "
+            f"{cache!r} reads as a word for no cache, not as the directory it would name. "
+            f"Pass cache=None (or False) for no cache. Received: cache={cache!r}")
     if isinstance(cache, os.PathLike) or (
             isinstance(cache, str) and cache not in CACHE_MODES):
         warnings.warn(
