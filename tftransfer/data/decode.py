@@ -59,11 +59,7 @@ def check_file(path):
             return None, True
         except (OSError, tf.errors.OpError):
             pass
-    try:
-        read_image(path)
-    except BadImage as err:
-        return str(err), False
-    return None, False
+    return _pillow_reason(path), False
 
 
 def check_files(paths, *, progress=None):
@@ -195,11 +191,15 @@ def load_image(path, *, image_size=None):
     ((16, 16, 3), 255)
     """
     size = None if image_size is None else check_image_size(image_size)
-    reason, fast = check_file(os.fspath(path))
-    if reason is not None:
-        raise ValueError(f"Cannot use {os.fspath(path)!r}: {reason}. Received: path={path!r}")
-    if fast:
-        with open(path, "rb") as f:
-            return tf_decode_jpeg(f.read(), size).numpy()
-    rgb = read_image(os.fspath(path))
+    name = os.fspath(path)
+    if _plain_jpeg(name):  # decoded once, by the decoder the scan would pick
+        try:
+            with open(name, "rb") as f:
+                return tf_decode_jpeg(f.read(), size).numpy()
+        except (OSError, tf.errors.OpError):
+            pass  # TensorFlow refuses it: Pillow decides, as in the scan
+    try:
+        rgb = read_image(name)
+    except BadImage as err:
+        raise ValueError(f"Cannot use {name!r}: {err}. Received: path={path!r}") from None
     return rgb if size is None else resize_image(rgb, size)
