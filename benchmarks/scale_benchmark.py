@@ -16,7 +16,15 @@ images/s, the peak resident memory and the disk used:
   (every file decoded once), and ``rescan``, the second call on the unchanged
   folder (the remembered scan);
 - ``pipeline``: the first pass over tftransfer's training pipeline (no
-  cache), against ``keras_decode`` over the same files;
+  cache), against ``keras_decode`` over the same files; ``pipeline_cached``:
+  the first pass of the default pipeline (``cache="auto"``), which fills the
+  cache of decoded images;
+
+``keras_decode``, ``scan`` and ``pipeline`` run ``--rounds`` times, one after
+the other in each round (a shared machine's speed drifts by 20-40% within
+minutes, measured): each is reported as its median round, and the ratios
+scan / Keras and pipeline / Keras as the median (and range) of the per-round
+ratios;
 - ``forward``: the backbone alone on synthetic batches (its rate caps any
   pipeline in front of it);
 - ``tftransfer``: `tft.fit_two_phase` from the folder (features cached in
@@ -134,6 +142,11 @@ def stage(function, *, images=None):
         out["images"] = images
         out["images_per_second"] = images / times["seconds"]
     return out, value
+
+
+def median_run(runs):
+    """The run of median images/s."""
+    return sorted(runs, key=lambda r: r["images_per_second"])[len(runs) // 2]
 
 
 def one_pass(dataset):
@@ -257,20 +270,32 @@ def run_size(n, cfg):
                 f.read()
 
     result["read"], _ = stage(read_all, images=len(files))
-    result["keras_decode"], _ = stage(lambda: one_pass(keras_folder(root, cfg)),
-                                      images=len(files))
     size = (cfg.image_size, cfg.image_size)
     load = dict(image_size=size, validation_split=cfg.validation_split, batch_size=cfg.batch_size,
                 seed=cfg.seed, verbose=0)
-    result["scan"], _ = stage(lambda: tft.image_dataset_from_folder(root, cache=False, **load),
-                              images=len(files))
-    result["rescan"], data = stage(
+    rounds = {"keras_decode": [], "scan": [], "pipeline": []}
+    for _ in range(cfg.rounds):
+        rounds["keras_decode"].append(stage(lambda: one_pass(keras_folder(root, cfg)),
+                                            images=len(files))[0])
+        os.environ["TFTRANSFER_CACHE_DIR"] = tempfile.mkdtemp(dir=cache_home)  # a first scan
+        scan, data = stage(lambda: tft.image_dataset_from_folder(root, cache=False, **load),
+                           images=len(files))
+        rounds["scan"].append(scan)
+        train_n = sum(data.counts["train"])
+        rounds["pipeline"].append(stage(lambda d=data: one_pass(d.train), images=train_n)[0])
+    for name, runs in rounds.items():
+        result[name] = median_run(runs)
+        result[f"{name}_rounds"] = [r["images_per_second"] for r in runs]
+    for name in ("scan", "pipeline"):
+        ratios = [a["images_per_second"] / b["images_per_second"]
+                  for a, b in zip(rounds[name], rounds["keras_decode"])]
+        result[f"{name}_over_keras"] = float(np.median(ratios))
+        result[f"{name}_over_keras_range"] = [min(ratios), max(ratios)]
+    result["rescan"], _ = stage(
         lambda: tft.image_dataset_from_folder(root, cache=False, **load), images=len(files))
-    result["scan_index_bytes"] = disk_bytes(os.path.join(cache_home, "scans"))
-    train_n = sum(data.counts["train"])
-    result["pipeline"], _ = stage(lambda: one_pass(data.train), images=train_n)
-    result["pipeline_over_keras"] = (result["pipeline"]["images_per_second"]
-                                     / result["keras_decode"]["images_per_second"])
+    result["scan_index_bytes"] = disk_bytes(os.environ["TFTRANSFER_CACHE_DIR"])
+    cached = tft.image_dataset_from_folder(root, cache="auto", **load)
+    result["pipeline_cached"], _ = stage(lambda: one_pass(cached.train), images=train_n)
 
     full = n <= cfg.full_up_to
     epochs = (cfg.head_epochs, cfg.fine_tune_epochs) if full else (1, 1)
@@ -333,16 +358,25 @@ def markdown(report):
              f"({report['machine']['usable_cores']} cores); backbone {report['config']['backbone']} at "
              f"{report['config']['image_size']} px, random weights; load average at the start "
              f"{report['load_average_start']}, at the end {report['load_average_end']}.", "",
-             "| N | read img/s | Keras decode img/s | scan s (img/s) | rescan s | rescan speedup "
-             "| pipeline img/s | pipeline / Keras | backbone forward img/s |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             (f"Keras decode, scan and pipeline: the median of {report['config']['rounds']} "
+              "rounds; the ratios to Keras: the median (and range) of the per-round ratios."), "",
+             "| N | read img/s | Keras decode img/s | scan s (img/s) | scan / Keras | rescan s "
+             "| rescan speedup | pipeline img/s | pipeline / Keras | cached first pass img/s "
+             "| backbone forward img/s |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def ratio(r, name):
+        low, high = r[f"{name}_over_keras_range"]
+        return f"{r[f'{name}_over_keras']:.2f} ({low:.2f}-{high:.2f})"
+
     for r in report["results"]:
         lines.append(
             f"| {r['n']:,} | {r['read']['images_per_second']:,.0f} | "
             f"{r['keras_decode']['images_per_second']:,.0f} | {r['scan']['seconds']:.1f} "
-            f"({r['scan']['images_per_second']:,.0f}) | {r['rescan']['seconds']:.2f} | "
-            f"{r['scan']['seconds'] / r['rescan']['seconds']:.0f}x | "
-            f"{r['pipeline']['images_per_second']:,.0f} | {r['pipeline_over_keras']:.2f} | "
+            f"({r['scan']['images_per_second']:,.0f}) | {ratio(r, 'scan')} | "
+            f"{r['rescan']['seconds']:.2f} | {r['scan']['seconds'] / r['rescan']['seconds']:.0f}x | "
+            f"{r['pipeline']['images_per_second']:,.0f} | {ratio(r, 'pipeline')} | "
+            f"{r['pipeline_cached']['images_per_second']:,.0f} | "
             f"{r['forward_images_per_second']:,.0f} |")
     lines += ["", "Training, per phase (wall seconds; epochs per phase in brackets):", "",
               "| N | epochs | tftransfer phase 1 | phase 2 | Keras phase 1 | phase 2 | "
@@ -399,6 +433,8 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--validation-split", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of Keras's decode pass, the scan and the pipeline")
     parser.add_argument("--data-dir", default=tempfile.gettempdir())
     parser.add_argument("--feature-dir", default=None, help="where the disk cache goes")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))

@@ -13,8 +13,11 @@ from PIL import Image
 import tftransfer as tft
 from tftransfer.data.decode import check_file
 from tftransfer.data.decode import check_files
+from tftransfer.data.images import JPEG_PLANS
+from tftransfer.data.images import jpeg_plan
 from tftransfer.data.images import resize_image
 from tftransfer.data.images import tf_decode_jpeg
+from tftransfer.data.images import tf_decode_jpeg_as
 from tftransfer.data.images import tf_resize
 from tftransfer.data.scan_index import index_path
 
@@ -47,15 +50,15 @@ def files(tmp_path):
 
 def test_plain_jpegs_go_to_tensorflow_the_rest_to_pillow(files):
     kinds = {name: check_file(str(path)) for name, path in files.items()}
-    assert kinds == {"rgb": (None, True), "gray": (None, True), "cmyk": (None, False),
-                     "rotated": (None, False), "png": (None, False)}
+    assert kinds == {"rgb": (None, [30, 40]), "gray": (None, [30, 40]), "cmyk": (None, None),
+                     "rotated": (None, None), "png": (None, None)}
 
 
 def test_truncated_jpeg_is_refused_by_the_scan(files, tmp_path):
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(files["rgb"].read_bytes()[:300])
-    reason, fast = check_file(str(cut))
-    assert reason is not None and "truncated" in reason and not fast
+    reason, shape = check_file(str(cut))
+    assert reason is not None and "truncated" in reason and shape is None
 
 
 @pytest.mark.parametrize("name", ["rgb", "gray"])
@@ -79,20 +82,73 @@ def test_a_big_jpeg_decodes_at_the_dct_scale_pillows_draft_gives(tmp_path):
         np.testing.assert_array_equal(got, resize_image(reference, size), err_msg=str(size))
 
 
-def test_resize_box_filters_where_it_shrinks_twice_or_more():
+def test_the_plan_from_the_header_is_the_plan_the_graph_picks(tmp_path):
+    # The pipeline decodes with the plan the scan computed from the header
+    # (`jpeg_plan`); the serving graph and `tf_decode_jpeg` pick it from
+    # `extract_jpeg_shape`. Every plan occurs, and both give the same pixels.
+    seen = set()
+    for height, width, size in ((30, 40, (20, 24)), (30, 80, (20, 20)), (100, 90, (40, 40)),
+                                (64, 40, (16, 20)), (100, 90, (24, 22)), (200, 64, (20, 16)),
+                                (200, 190, (24, 23)), (200, 190, (12, 11)), (41, 33, (40, 32)),
+                                (20, 30, (40, 40))):
+        data = tf.io.encode_jpeg(_photo(height, width)).numpy()
+        plan = jpeg_plan(height, width, size)
+        seen.add(plan)
+        np.testing.assert_array_equal(tf_decode_jpeg(data, size), tf_decode_jpeg_as(data, size, plan),
+                                      err_msg=f"{height}x{width} to {size}: {plan}")
+    assert seen == set(JPEG_PLANS)
+
+
+def test_a_folder_of_mixed_sizes_and_decoders_reads_as_load_image(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFTRANSFER_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "folder"
+    rng = np.random.default_rng(0)
+    for i, (height, width) in enumerate(((20, 30), (60, 50), (130, 90), (40, 200), (300, 260))):
+        for label in ("a", "b"):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            photo = _photo(height, width, seed=i)
+            Image.fromarray(photo).save(root / label / f"{i}.jpg", quality=85)
+            if rng.random() < 0.5:
+                Image.fromarray(photo).save(root / label / f"{i}.png")
+    for image_size in ((24, 24), (16, 40)):
+        data = tft.image_dataset_from_folder(root, image_size=image_size, validation_split=0.0,
+                                             shuffle=False, verbose=0)
+        images = np.concatenate([x for x, _ in data.train])
+        assert len(images) == len(data.files["train"]) >= 10
+        for image, path in zip(images, data.files["train"]):
+            np.testing.assert_array_equal(image, tft.load_image(path, image_size=image_size),
+                                          err_msg=path)
+
+
+def _area_weights(n, m):
+    """``[m, n]``: how much of each of n source pixels each of m covers."""
+    edges = np.arange(m + 1) * n / m
+    lo, hi = edges[:-1, None], edges[1:, None]
+    pixels = np.arange(n)[None]
+    overlap = np.clip(np.minimum(hi, pixels + 1) - np.maximum(lo, pixels), 0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def test_resize_averages_areas_where_it_shrinks_twice_or_more():
     image = tf.constant(_photo(64, 60))
     # Less than twice the size, or larger: plain bilinear.
     for size in ((40, 40), (100, 90)):
-        expected = tf.image.resize(image, size)
-        expected = tf.cast(tf.clip_by_value(tf.round(expected), 0, 255), tf.uint8)
+        expected = tf.cast(tf.round(tf.image.resize(image, size)), tf.uint8)
         np.testing.assert_array_equal(tf_resize(image, size), expected, err_msg=str(size))
     # Exactly a quarter of the height, a half of the width: means of 4 x 2 blocks.
     blocks = np.asarray(image, "float64").reshape(16, 4, 30, 2, 3).mean(axis=(1, 3))
     np.testing.assert_array_equal(tf_resize(image, (16, 30)), np.round(blocks).astype("uint8"))
-    # 3 times the width with 1 column over: the centred 60 of 61 columns.
-    wide = tf.constant(_photo(10, 61))
-    expected = np.asarray(wide, "float64")[:, :60].reshape(10, 20, 3, 3).mean(axis=2)
-    np.testing.assert_array_equal(tf_resize(wide, (10, 20)), np.round(expected).astype("uint8"))
+    # 2.6 times the height, 1.5 times the width: each output pixel the mean of
+    # the source pixels it covers, weighted by how much of each.
+    expected = np.einsum("ih,jw,hwc->ijc", _area_weights(64, 24), _area_weights(60, 40),
+                         np.asarray(image, "float64"))
+    got = tf_resize(image, (24, 40)).numpy().astype(float)
+    assert np.abs(got - expected).max() <= 0.5 + 1e-3
+    # 3 times the height, a third of the width: rows averaged, then enlarged.
+    expected = np.einsum("ih,hwc->iwc", _area_weights(64, 21), np.asarray(image, "float64"))
+    expected = tf.cast(tf.round(tf.image.resize(expected, (21, 180))), tf.uint8)
+    got = tf_resize(image, (21, 180))
+    assert np.abs(got.numpy().astype(int) - expected.numpy()).max() <= 1
     # A batch is resized image by image; float stays float.
     batch = tf.cast(tf.stack([image, image[::-1]]), tf.float32)
     np.testing.assert_allclose(tf_resize(batch, (16, 30))[1], tf_resize(batch[1], (16, 30)))
@@ -115,9 +171,9 @@ def test_the_pipeline_reads_each_file_as_load_image_and_remembers_the_decoder(
             np.testing.assert_array_equal(image, tft.load_image(path, image_size=(16, 20)),
                                           err_msg=path)
     index = json.loads(pathlib.Path(index_path(str(root))).read_text())
-    fast = {pathlib.Path(p).name: entry[2] for p, entry in index["files"].items()}
-    assert fast == {"rgb.jpg": True, "gray.jpg": True, "cmyk.jpg": False,
-                    "rotated.jpg": False, "plain.png": False}
+    shapes = {pathlib.Path(p).name: entry[2] for p, entry in index["files"].items()}
+    assert shapes == {"rgb.jpg": [30, 40], "gray.jpg": [30, 40], "cmyk.jpg": None,
+                      "rotated.jpg": None, "plain.png": None}
 
 
 def test_many_files_are_checked_as_one_file_is(files, tmp_path):

@@ -10,8 +10,10 @@ first pass over a folder ran at 0.36-0.5 times the speed of
 libjpeg inside TensorFlow with Pillow's DCT method (`JPEG_DCT_METHOD`) gives
 Pillow's pixels to the bit, in parallel, and can decode at a reduced DCT
 scale when the image is 2, 4 or 8 times the target size. The scan decides
-per file which decoder it gets (and remembers it with the scan), so a file
-that passes the scan decodes in training with the decoder that checked it.
+per file which decoder it gets and reads each JPEG's size from its header
+(and remembers both with the scan), so a file that passes the scan decodes
+in training with the decoder that checked it, at the DCT scale its size
+calls for (`jpeg_plan`), with no shape op in the pipeline.
 """
 
 import functools
@@ -25,77 +27,101 @@ from PIL import Image
 from tftransfer.data.images import JPEG_DCT_METHOD
 from tftransfer.data.images import BadImage
 from tftransfer.data.images import check_image_size
+from tftransfer.data.images import jpeg_plan
 from tftransfer.data.images import read_image
 from tftransfer.data.images import resize_image
-from tftransfer.data.images import tf_decode_jpeg
+from tftransfer.data.images import tf_decode_jpeg_as
 from tftransfer.data.images import tf_resize
 
 _ORIENTATION = 0x0112
 
 
 def _plain_jpeg(path):
-    """Whether TensorFlow's JPEG decoder gives Pillow's pixels for `path`:
-    a one-picture JPEG, RGB or grayscale, without an EXIF rotation (only the
-    header is read)."""
+    """``[height, width]`` of `path` if TensorFlow's JPEG decoder gives
+    Pillow's pixels for it: a one-picture JPEG, RGB or grayscale, without an
+    EXIF rotation (only the header is read); else None."""
     try:
         with Image.open(path, formats=("JPEG",)) as image:
-            return (image.format == "JPEG" and image.mode in ("RGB", "L")
-                    and image.getexif().get(_ORIENTATION, 1) == 1)
+            if (image.format == "JPEG" and image.mode in ("RGB", "L")
+                    and image.getexif().get(_ORIENTATION, 1) == 1):
+                return [image.height, image.width]
     except Exception:  # noqa: BLE001 - not a JPEG, or a bad one: Pillow decides
-        return False
+        return None
+    return None
 
 
 def check_file(path):
-    """Decodes `path` fully once, as training will: ``(reason, fast)``, the
-    reason it cannot be used (or None) and whether TensorFlow's decoder reads
-    it in training (plain JPEGs it accepts; at the smallest DCT scale, which
-    reads every byte of the entropy-coded data). A file TensorFlow refuses but
-    Pillow reads goes to Pillow."""
-    if _plain_jpeg(path):
+    """Decodes `path` fully once, as training will: ``(reason, shape)``, the
+    reason it cannot be used (or None) and, where TensorFlow's decoder reads
+    it in training, its ``[height, width]`` (plain JPEGs it accepts; at the
+    smallest DCT scale, which reads every byte of the entropy-coded data),
+    else None. A file TensorFlow refuses but Pillow reads goes to Pillow."""
+    shape = _plain_jpeg(path)
+    if shape is not None:
         try:
             with open(path, "rb") as f:
                 data = f.read()
             tf.io.decode_jpeg(data, channels=3, ratio=8, dct_method=JPEG_DCT_METHOD)
-            return None, True
+            return None, shape
         except (OSError, tf.errors.OpError):
             pass
-    return _pillow_reason(path), False
+    return _pillow_reason(path), None
 
 
 def check_files(paths, *, progress=None):
     """`check_file` for many files, at the speed of a decode pass: the
-    headers are read in threads, the plain JPEGs decoded in a parallel
-    `tf.data` pipeline (at the smallest DCT scale), the rest (and any JPEG
-    TensorFlow refuses) by Pillow in threads. `progress(n)` is called as
-    files are done. Returns ``[(reason, fast)]`` in the order of `paths`."""
+    plain JPEGs decoded in a parallel `tf.data` pipeline (at the smallest
+    DCT scale) while Python reads the next headers (`_plain_jpeg`) to feed
+    it, the rest (and any JPEG TensorFlow refuses) by Pillow in threads.
+    `progress(n)` is called as files are done. Returns ``[(reason, shape)]``
+    in the order of `paths`."""
     progress = progress or (lambda n: None)
-    workers = min(32, (os.cpu_count() or 1) + 2)
-    with futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        plain = list(pool.map(_plain_jpeg, paths))
-        candidates = [i for i, p in enumerate(plain) if p]
-        decoded = _decoded_by_tensorflow([paths[i] for i in candidates], progress)
-        fast = {candidates[j] for j in decoded}
-        results = [(None, True) if i in fast else None for i in range(len(paths))]
-        rest = [i for i, r in enumerate(results) if r is None]
-        for i, reason in zip(rest, pool.map(_pillow_reason, [paths[i] for i in rest])):
-            results[i] = (reason, False)
-            progress(1)
+    shapes = [None] * len(paths)
+    decoded = _decoded_by_tensorflow(paths, shapes, progress)
+    results = [(None, shapes[i]) if i in decoded else None for i in range(len(paths))]
+    rest = [i for i, r in enumerate(results) if r is None]
+    if rest:
+        workers = min(32, (os.cpu_count() or 1) + 2)
+        with futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            for i, reason in zip(rest, pool.map(_pillow_reason, [paths[i] for i in rest])):
+                results[i] = (reason, None)
+                progress(1)
     return results
 
 
-def _decoded_by_tensorflow(paths, progress):
-    """The indices of `paths` that TensorFlow's JPEG decoder reads whole."""
+_CHUNK = 128  # headers read per call into Python
+
+
+def _decoded_by_tensorflow(paths, shapes, progress):
+    """The indices of `paths` that are plain JPEGs TensorFlow's decoder reads
+    whole; fills in `shapes` (``[height, width]`` from each plain JPEG's
+    header). The headers are read in chunks by the pipeline's own source (a
+    generator, in one of `tf.data`'s threads), so reading them (about 25 us
+    a file) overlaps with decoding the files before them: on 2 cores a few
+    percent faster than reading every header first (measured, 10k files),
+    more where more cores decode."""
     if not paths:
         return set()
+
+    def plain():
+        for start in range(0, len(paths), _CHUNK):
+            chunk = []
+            for i in range(start, min(len(paths), start + _CHUNK)):
+                shapes[i] = _plain_jpeg(paths[i])
+                if shapes[i] is not None:
+                    chunk.append(i)
+            yield np.array(chunk, np.int64), np.array([paths[i] for i in chunk], object)
 
     def decode(index, path):
         image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3, ratio=8,
                                   dct_method=JPEG_DCT_METHOD)
         return index, image[0, 0, 0]  # depends on the decoded pixels
 
-    dataset = (tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), paths))
-               .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-               .ignore_errors().batch(256))
+    dataset = (tf.data.Dataset.from_generator(plain, output_signature=(
+        tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.string)))
+        .unbatch()
+        .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        .ignore_errors().batch(256))
     done = set()
     for indices, _ in dataset:
         done.update(indices.numpy().tolist())
@@ -111,27 +137,39 @@ def _pillow_reason(path):
     return None
 
 
-def file_decoder(size, on_error, *, decoders=("tensorflow", "pillow")):
-    """The pipeline's map function ``(path, fast, label) -> (uint8 image of
-    size, label)``: `tf_decode_jpeg` for fast files, Pillow for the others,
-    then the same `tf_resize`. `decoders` names those the files need (a
-    pipeline of plain JPEGs only, or of none, leaves the other branch out).
+PILLOW = "pillow"
+"""The plan of a file Pillow decodes (`decode_plan`)."""
+
+
+def decode_plan(shape, size):
+    """How the pipeline decodes a file `check_file` passed with `shape`:
+    `jpeg_plan` for TensorFlow's JPEGs, `PILLOW` for the rest."""
+    return PILLOW if shape is None else jpeg_plan(shape[0], shape[1], size)
+
+
+def file_decoder(size, on_error, *, plans, dtype=tf.uint8):
+    """The pipeline's map function ``(path, plan, label) -> (image of size,
+    label)``, images uint8 (for a cache) or float32 (the same values), where
+    ``plan`` indexes `plans` (`decode_plan`s, those
+    the files need): `tf_decode_jpeg_as` for JPEGs, Pillow then `tf_resize`
+    for the others. One plan needs no branch at all (a folder of photos of
+    one size), several a `tf.switch_case` (about 5 us).
     `on_error(path, err)` is called when a Pillow file that passed the scan
     fails now (a gray image stands in).
 
     The image function is one `tf.function` per settings, traced once per
     process: the splits of a load, and later loads, reuse it (tracing the
     decoders costs a few tenths of a second per pipeline otherwise)."""
-    image = _image_function(tuple(size), on_error, tuple(decoders))
+    image = _image_function(tuple(size), on_error, tuple(plans), tf.as_dtype(dtype))
 
-    def decode(path, fast, label):
-        return image(path, fast), label
+    def decode(path, plan, label):
+        return image(path, plan), label
 
     return decode
 
 
 @functools.lru_cache(maxsize=32)
-def _image_function(size, on_error, decoders):
+def _image_function(size, on_error, plans, dtype):
     def pillow(path):
         path = os.fsdecode(path)
         try:
@@ -140,22 +178,21 @@ def _image_function(size, on_error, decoders):
             on_error(path, err)
             return np.full((*size, 3), 128, np.uint8)
 
-    def with_tensorflow(path):
-        return tf_decode_jpeg(tf.io.read_file(path), size)
+    def branch(path, plan):
+        def run():  # built inside its branch, so that only its own ops run
+            if plan == PILLOW:
+                image = tf.numpy_function(pillow, [path], tf.uint8, stateful=False)
+                return tf.cast(tf_resize(tf.ensure_shape(image, [None, None, 3]), size), dtype)
+            return tf_decode_jpeg_as(tf.io.read_file(path), size, plan, dtype=dtype)
+        return run
 
-    def with_pillow(path):
-        image = tf.numpy_function(pillow, [path], tf.uint8, stateful=False)
-        return tf_resize(tf.ensure_shape(image, [None, None, 3]), size)
-
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.bool)],
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)],
                  autograph=False)
-    def image(path, fast):
-        if "pillow" not in decoders:
-            decoded = with_tensorflow(path)
-        elif "tensorflow" not in decoders:
-            decoded = with_pillow(path)
+    def image(path, plan):
+        if len(plans) == 1:
+            decoded = branch(path, plans[0])()
         else:
-            decoded = tf.cond(fast, lambda: with_tensorflow(path), lambda: with_pillow(path))
+            decoded = tf.switch_case(plan, [branch(path, p) for p in plans])
         return tf.ensure_shape(decoded, (*size, 3))
 
     return image
@@ -192,10 +229,14 @@ def load_image(path, *, image_size=None):
     """
     size = None if image_size is None else check_image_size(image_size)
     name = os.fspath(path)
-    if _plain_jpeg(name):  # decoded once, by the decoder the scan would pick
+    shape = _plain_jpeg(name)
+    if shape is not None:  # decoded once, by the decoder and plan the scan would pick
         try:
             with open(name, "rb") as f:
-                return tf_decode_jpeg(f.read(), size).numpy()
+                data = f.read()
+            if size is None:
+                return tf.io.decode_jpeg(data, channels=3, dct_method=JPEG_DCT_METHOD).numpy()
+            return tf_decode_jpeg_as(data, size, decode_plan(shape, size)).numpy()
         except (OSError, tf.errors.OpError):
             pass  # TensorFlow refuses it: Pillow decides, as in the scan
     try:

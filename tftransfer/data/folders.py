@@ -36,7 +36,7 @@ Decisions, and why:
 - **Alpha is composited onto white** (``ALPHA_BACKGROUND``), in training and
   in `load_image` / `to_rgb`, which serving clients use to turn their images
   into the RGB pixels the exported signature takes.
-- **Resizing** is bilinear, antialiased when it shrinks to half the size or
+- **Resizing** is bilinear, with area averaging where it shrinks to half the size or
   less (`tftransfer.data.images.tf_resize`: one rule for files, arrays, TFDS
   and the serving graph), without keeping the aspect ratio, like
   `keras.utils.image_dataset_from_directory`.
@@ -54,6 +54,7 @@ import tensorflow as tf
 
 from tftransfer import _compat
 from tftransfer.data.decode import check_files
+from tftransfer.data.decode import decode_plan
 from tftransfer.data.decode import file_decoder
 from tftransfer.data.images import IMAGE_EXTENSIONS
 from tftransfer.data.images import check_image_size
@@ -134,8 +135,8 @@ def _list_folder(directory, class_names):
 def _scan(directory, paths, verbose):
     """Decodes every file fully (`check_file`), except those the folder's
     last scan decoded unchanged (`tftransfer.data.scan_index`); returns, per
-    file, the reason it is bad (or None) and whether TensorFlow decodes it,
-    and ``{path: (size, modification time)}`` of the files."""
+    file, the reason it is bad (or None) and, where TensorFlow decodes it,
+    its ``[height, width]`` (else None), and ``{path: (size, modification time)}`` of the files."""
     remembered = load_index(directory)
     keys = [file_key(path) for path in paths]
     results = [remembered[path][1:] if key is not None and path in remembered
@@ -281,7 +282,7 @@ def image_dataset_from_folder(
     class_names, files, ignored = _list_folder(directory, class_names)
     results, keys = _scan(directory, [path for path, _, _ in files], verbose)
     reasons = [reason for reason, _ in results]
-    fast = {path: is_fast for (path, _, _), (_, is_fast) in zip(files, results)}
+    shapes = {path: shape for (path, _, _), (_, shape) in zip(files, results)}
     bad = [BadFile(path, reason) for (path, _, _), reason in zip(files, reasons) if reason]
     for item in bad:
         logger.warning("Skipping %s: %s", item.path, item.reason)
@@ -323,11 +324,14 @@ def image_dataset_from_folder(
         chosen = [(path, label) for (path, _, label), sp in zip(good, split) if sp == s]
         split_files[name] = [path for path, _ in chosen]
         training = s == 0
-        kinds = {fast[p] for p, _ in chosen}
-        decode = file_decoder(size, _changed_on_disk, decoders=[
-            name for name, kind in (("tensorflow", True), ("pillow", False)) if kind in kinds])
+        plans = [decode_plan(shapes[p], size) for p, _ in chosen]
+        used = sorted(set(plans), key=str)
+        # Uncached, the decoder gives float32 (the cache keeps uint8).
+        decode = file_decoder(size, _changed_on_disk, plans=used,
+                              dtype=tf.uint8 if cache_to is not None else tf.float32)
         ds = tf.data.Dataset.from_tensor_slices(
-            ([os.fsencode(p) for p, _ in chosen], np.array([fast[p] for p, _ in chosen], bool),
+            ([os.fsencode(p) for p, _ in chosen],
+             np.array([used.index(plan) for plan in plans], np.int32),
              np.array([label for _, label in chosen], np.int32))
         )
         if training and shuffle:

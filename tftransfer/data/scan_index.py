@@ -26,7 +26,7 @@ from tftransfer.version import __version__
 
 logger = logging.getLogger(__name__)
 
-INDEX_VERSION = 2  # 2: entries hold whether TensorFlow decodes the file
+INDEX_VERSION = 3  # 2: whether TensorFlow decodes the file; 3: its [height, width] if so
 
 
 def _decoders():
@@ -53,7 +53,7 @@ def file_key(path):
 
 
 def load_index(directory):
-    """``{path: (key, reason, fast)}`` from the last scan of `directory`, or {}."""
+    """``{path: (key, reason, shape)}`` from the last scan of `directory`, or {}."""
     path = index_path(directory)
     try:
         with open(path, encoding="utf-8") as f:
@@ -69,7 +69,7 @@ def load_index(directory):
 
 
 def save_index(directory, entries):
-    """Writes ``{path: (key, reason, fast)}`` as `directory`'s index, atomically;
+    """Writes ``{path: (key, reason, shape)}`` as `directory`'s index, atomically;
     logs and goes on when it cannot."""
     path = index_path(directory)
     index = {"version": INDEX_VERSION, "decoders": _decoders(),

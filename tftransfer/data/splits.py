@@ -356,7 +356,8 @@ def finish_pipeline(ds, *, training, shuffle, seed, batch_size, cache, cache_nam
         ds = ds.shuffle(min(cardinality, buffer), seed=seed + 1, reshuffle_each_iteration=True)
     if batch_size is not None:
         ds = ds.batch(batch_size)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if ds.element_spec[0].dtype != tf.float32:
+        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment is not None:
         ds = ds.map(lambda x, y: (augment(x, training=True), y),
                     num_parallel_calls=tf.data.AUTOTUNE)
