@@ -13,13 +13,13 @@ from PIL import Image
 import tftransfer as tft
 from tftransfer.data.decode import check_file
 from tftransfer.data.decode import check_files
-from tftransfer.data.images import JPEG_PLANS
-from tftransfer.data.images import jpeg_plan
 from tftransfer.data.images import resize_image
-from tftransfer.data.images import tf_decode_jpeg
-from tftransfer.data.images import tf_decode_jpeg_as
-from tftransfer.data.images import tf_resize
 from tftransfer.data.scan_index import index_path
+from tftransfer.data.tf_pixels import JPEG_PLANS
+from tftransfer.data.tf_pixels import jpeg_plan
+from tftransfer.data.tf_pixels import tf_decode_jpeg
+from tftransfer.data.tf_pixels import tf_decode_jpeg_as
+from tftransfer.data.tf_pixels import tf_resize
 
 
 def _photo(height, width, seed=0):

@@ -4,7 +4,6 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.data.images import check_image_size
-from tftransfer.data.images import tf_resize
 from tftransfer.data.images import tf_to_rgb
 from tftransfer.data.splits import SPLITS
 from tftransfer.data.splits import DataSplits
@@ -16,6 +15,7 @@ from tftransfer.data.splits import check_split_args
 from tftransfer.data.splits import split_counts
 from tftransfer.data.splits import split_fractions
 from tftransfer.data.splits import warn_missing
+from tftransfer.data.tf_pixels import tf_resize
 
 
 def _sort_labels(values):

@@ -24,14 +24,14 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from tftransfer.data.images import JPEG_DCT_METHOD
 from tftransfer.data.images import BadImage
 from tftransfer.data.images import check_image_size
-from tftransfer.data.images import jpeg_plan
 from tftransfer.data.images import read_image
 from tftransfer.data.images import resize_image
-from tftransfer.data.images import tf_decode_jpeg_as
-from tftransfer.data.images import tf_resize
+from tftransfer.data.tf_pixels import JPEG_DCT_METHOD
+from tftransfer.data.tf_pixels import jpeg_plan
+from tftransfer.data.tf_pixels import tf_decode_jpeg_as
+from tftransfer.data.tf_pixels import tf_resize
 
 _ORIENTATION = 0x0112
 
@@ -70,15 +70,20 @@ def check_file(path):
 
 def check_files(paths, *, progress=None):
     """`check_file` for many files, at the speed of a decode pass: the
+    headers read in this thread (in threads they contend for Python's GIL:
+    about 3 times the CPU, measured; read by the pipeline's own source, as a
+    generator, they overlapped the decode but cost more than they hid), the
     plain JPEGs decoded in a parallel `tf.data` pipeline (at the smallest
-    DCT scale) while Python reads the next headers (`_plain_jpeg`) to feed
-    it, the rest (and any JPEG TensorFlow refuses) by Pillow in threads.
-    `progress(n)` is called as files are done. Returns ``[(reason, shape)]``
-    in the order of `paths`."""
+    DCT scale), the rest (and any JPEG TensorFlow refuses) by Pillow in
+    threads. `progress(n)` is called as files are done. Returns
+    ``[(reason, shape)]`` in the order of `paths`."""
     progress = progress or (lambda n: None)
-    shapes = [None] * len(paths)
-    decoded = _decoded_by_tensorflow(paths, shapes, progress)
-    results = [(None, shapes[i]) if i in decoded else None for i in range(len(paths))]
+    shapes = [_plain_jpeg(path) for path in paths]
+    candidates = [i for i, shape in enumerate(shapes) if shape is not None]
+    decoded = _decoded_by_tensorflow([paths[i] for i in candidates], progress)
+    results = [None] * len(paths)
+    for j in decoded:
+        results[candidates[j]] = (None, shapes[candidates[j]])
     rest = [i for i, r in enumerate(results) if r is None]
     if rest:
         workers = min(32, (os.cpu_count() or 1) + 2)
@@ -89,39 +94,19 @@ def check_files(paths, *, progress=None):
     return results
 
 
-_CHUNK = 128  # headers read per call into Python
-
-
-def _decoded_by_tensorflow(paths, shapes, progress):
-    """The indices of `paths` that are plain JPEGs TensorFlow's decoder reads
-    whole; fills in `shapes` (``[height, width]`` from each plain JPEG's
-    header). The headers are read in chunks by the pipeline's own source (a
-    generator, in one of `tf.data`'s threads), so reading them (about 25 us
-    a file) overlaps with decoding the files before them: on 2 cores a few
-    percent faster than reading every header first (measured, 10k files),
-    more where more cores decode."""
+def _decoded_by_tensorflow(paths, progress):
+    """The indices of `paths` that TensorFlow's JPEG decoder reads whole."""
     if not paths:
         return set()
-
-    def plain():
-        for start in range(0, len(paths), _CHUNK):
-            chunk = []
-            for i in range(start, min(len(paths), start + _CHUNK)):
-                shapes[i] = _plain_jpeg(paths[i])
-                if shapes[i] is not None:
-                    chunk.append(i)
-            yield np.array(chunk, np.int64), np.array([paths[i] for i in chunk], object)
 
     def decode(index, path):
         image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3, ratio=8,
                                   dct_method=JPEG_DCT_METHOD)
         return index, image[0, 0, 0]  # depends on the decoded pixels
 
-    dataset = (tf.data.Dataset.from_generator(plain, output_signature=(
-        tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.string)))
-        .unbatch()
-        .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-        .ignore_errors().batch(256))
+    dataset = (tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), paths))
+               .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+               .ignore_errors().batch(256))
     done = set()
     for indices, _ in dataset:
         done.update(indices.numpy().tolist())

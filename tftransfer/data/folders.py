@@ -37,7 +37,7 @@ Decisions, and why:
   in `load_image` / `to_rgb`, which serving clients use to turn their images
   into the RGB pixels the exported signature takes.
 - **Resizing** is bilinear, with area averaging where it shrinks to half the size or
-  less (`tftransfer.data.images.tf_resize`: one rule for files, arrays, TFDS
+  less (`tftransfer.data.tf_pixels.tf_resize`: one rule for files, arrays, TFDS
   and the serving graph), without keeping the aspect ratio, like
   `keras.utils.image_dataset_from_directory`.
 """

@@ -77,7 +77,8 @@ def save_index(directory, entries):
              "files": {p: list(entry) for p, entry in entries.items()}}
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomically(path, json.dumps(index).encode("utf-8"))
+        # Not synced: a crash leaves at worst an unreadable index, which means a full scan.
+        write_atomically(path, json.dumps(index).encode("utf-8"), sync=False)
     except OSError as err:
         logger.info("Could not remember the scan of %s in %s (%s): the next load decodes "
                     "every file again.", directory, path, err)

@@ -6,7 +6,6 @@ import hashlib
 import tensorflow as tf
 
 from tftransfer.data.images import check_image_size
-from tftransfer.data.images import tf_resize
 from tftransfer.data.images import tf_to_rgb
 from tftransfer.data.splits import SHUFFLE_BUFFER_BYTES
 from tftransfer.data.splits import SPLITS
@@ -16,6 +15,7 @@ from tftransfer.data.splits import check_split_args
 from tftransfer.data.splits import finish_pipeline
 from tftransfer.data.splits import loader_cache_options
 from tftransfer.data.splits import resolve_cache
+from tftransfer.data.tf_pixels import tf_resize
 from tftransfer.errors import DatasetUnavailableError
 
 
