@@ -135,10 +135,10 @@ def decode_plan(shape, size):
 def file_decoder(size, on_error, *, plans, dtype=tf.uint8):
     """The pipeline's map function ``(path, plan, label) -> (image of size,
     label)``, images uint8 (for a cache) or float32 (the same values), where
-    ``plan`` indexes `plans` (`decode_plan`s, those
-    the files need): `tf_decode_jpeg_as` for JPEGs, Pillow then `tf_resize`
-    for the others. One plan needs no branch at all (a folder of photos of
-    one size), several a `tf.switch_case` (about 5 us).
+    ``plan`` indexes `plans` (the `decode_plan`s the files need):
+    `tf_decode_jpeg_as` for JPEGs, Pillow then `tf_resize` for the others.
+    One plan needs no branch at all (a folder of photos of one size),
+    several a `tf.switch_case` (about 5 us).
     `on_error(path, err)` is called when a Pillow file that passed the scan
     fails now (a gray image stands in).
 
