@@ -32,29 +32,16 @@ def tf_resize(images, size):
 def _shrink(images, size, dtype=None):
     """`tf_resize` where an image is 2 or more times `size` in a dimension
     (to `dtype`, else the images' own)."""
-    dtype = dtype or images.dtype
     shape = tf.shape(images)
-    height, width = shape[-3], shape[-2]
-
-    def area_only():  # both dimensions shrink
-        return _rounded(tf.image.resize(images, size, method="area"), dtype)
-
-    def area_then_bilinear():
-        inner = tf.stack([tf.minimum(height, size[0]), tf.minimum(width, size[1])])
-        return _bilinear(tf.image.resize(images, inner, method="area"), size, dtype)
-
-    # A bilinear resize to the size an image already has still costs a pass.
-    return tf.cond(tf.logical_and(height >= size[0], width >= size[1]), area_only,
-                   area_then_bilinear)
+    inner = tf.stack([tf.minimum(shape[-3], size[0]), tf.minimum(shape[-2], size[1])])
+    x = tf.image.resize(images, inner, method="area")  # takes uint8 as it is
+    return _bilinear(x, size, dtype or images.dtype)  # the size it has where both shrink
 
 
 def _bilinear(x, size, dtype):
     """`tf.image.resize` (which takes uint8 as it is), rounded back to uint8
     where `dtype` is: a convex mix of pixels stays in [0, 255]."""
-    return _rounded(tf.image.resize(x, size, method="bilinear"), dtype)
-
-
-def _rounded(resized, dtype):
+    resized = tf.image.resize(x, size, method="bilinear")
     if dtype == tf.uint8:
         return tf.cast(tf.round(resized), tf.uint8)
     return resized
