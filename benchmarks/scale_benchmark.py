@@ -374,7 +374,8 @@ def markdown(report):
             f"| {r['n']:,} | {r['read']['images_per_second']:,.0f} | "
             f"{r['keras_decode']['images_per_second']:,.0f} | {r['scan']['seconds']:.1f} "
             f"({r['scan']['images_per_second']:,.0f}) | {ratio(r, 'scan')} | "
-            f"{r['rescan']['seconds']:.2f} | {r['scan']['seconds'] / r['rescan']['seconds']:.0f}x | "
+            f"{r['rescan']['seconds']:.2f} | "
+            f"{r['scan']['seconds'] / r['rescan']['seconds']:.0f}x | "
             f"{r['pipeline']['images_per_second']:,.0f} | {ratio(r, 'pipeline')} | "
             f"{r['pipeline_cached']['images_per_second']:,.0f} | "
             f"{r['forward_images_per_second']:,.0f} |")

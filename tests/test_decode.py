@@ -94,7 +94,8 @@ def test_the_plan_from_the_header_is_the_plan_the_graph_picks(tmp_path):
         data = tf.io.encode_jpeg(_photo(height, width)).numpy()
         plan = jpeg_plan(height, width, size)
         seen.add(plan)
-        np.testing.assert_array_equal(tf_decode_jpeg(data, size), tf_decode_jpeg_as(data, size, plan),
+        np.testing.assert_array_equal(tf_decode_jpeg(data, size),
+                                      tf_decode_jpeg_as(data, size, plan),
                                       err_msg=f"{height}x{width} to {size}: {plan}")
     assert seen == set(JPEG_PLANS)
 

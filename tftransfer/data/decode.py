@@ -30,6 +30,7 @@ from tftransfer.data.images import read_image
 from tftransfer.data.images import resize_image
 from tftransfer.data.tf_pixels import JPEG_DCT_METHOD
 from tftransfer.data.tf_pixels import jpeg_plan
+from tftransfer.data.tf_pixels import tf_decode_jpeg
 from tftransfer.data.tf_pixels import tf_decode_jpeg_as
 from tftransfer.data.tf_pixels import tf_resize
 
@@ -220,7 +221,7 @@ def load_image(path, *, image_size=None):
             with open(name, "rb") as f:
                 data = f.read()
             if size is None:
-                return tf.io.decode_jpeg(data, channels=3, dct_method=JPEG_DCT_METHOD).numpy()
+                return tf_decode_jpeg(data, None).numpy()
             return tf_decode_jpeg_as(data, size, decode_plan(shape, size)).numpy()
         except (OSError, tf.errors.OpError):
             pass  # TensorFlow refuses it: Pillow decides, as in the scan

@@ -136,7 +136,8 @@ def _scan(directory, paths, verbose):
     """Decodes every file fully (`check_file`), except those the folder's
     last scan decoded unchanged (`tftransfer.data.scan_index`); returns, per
     file, the reason it is bad (or None) and, where TensorFlow decodes it,
-    its ``[height, width]`` (else None), and ``{path: (size, modification time)}`` of the files."""
+    its ``[height, width]`` (else None), and ``{path: (size, modification
+    time)}`` of the files."""
     remembered = load_index(directory)
     keys = [file_key(path) for path in paths]
     results = [remembered[path][1:] if key is not None and path in remembered
@@ -326,12 +327,13 @@ def image_dataset_from_folder(
         training = s == 0
         plans = [decode_plan(shapes[p], size) for p, _ in chosen]
         used = sorted(set(plans), key=str)
+        index = {plan: i for i, plan in enumerate(used)}
         # Uncached, the decoder gives float32 (the cache keeps uint8).
         decode = file_decoder(size, _changed_on_disk, plans=used,
                               dtype=tf.uint8 if cache_to is not None else tf.float32)
         ds = tf.data.Dataset.from_tensor_slices(
             ([os.fsencode(p) for p, _ in chosen],
-             np.array([used.index(plan) for plan in plans], np.int32),
+             np.array([index[plan] for plan in plans], np.int32),
              np.array([label for _, label in chosen], np.int32))
         )
         if training and shuffle:
