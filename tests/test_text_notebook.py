@@ -20,6 +20,7 @@ def test_text_notebook_is_valid_nbformat_without_outputs():
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # its calls are those of tests/test_text.py's MiniLM tests
 def test_text_notebook_runs_offline(monkeypatch, tmp_path):
     pytest.importorskip("keras_hub",
                         reason='keras-hub is not installed: pip install "tftransfer[text]"')
