@@ -39,7 +39,7 @@ def test_cli_demo_quick_writes_report_plot_and_a_servable_export(tmp_path, capsy
     assert curve["labels_per_class"] == [1, 5] and curve["seeds"] == [0]
     assert list(curve["mean"]) == ["transfer", "from scratch", "1-NN on pixels",
                                    "logistic regression on pixels"]
-    for method, runs in curve["accuracy"].items():
+    for runs in curve["accuracy"].values():
         assert len(runs) == 2 and all(len(seeds) == 1 for seeds in runs)
         assert all(0.0 <= a <= 1.0 for seeds in runs for a in seeds)
     assert curve["summary"].startswith("transfer is ahead")
