@@ -46,7 +46,7 @@ def test_every_method_gets_the_same_examples_and_is_scored_on_the_test_set():
     # An independent 1-NN on the same draws gives the same accuracies.
     for j, seed in enumerate((0, 1)):
         for i, count in enumerate((1, 2)):
-            chosen = labelled_subset(y, count, seed)
+            chosen = labelled_subset(y, count, seed=seed)
             expected = KNeighborsClassifier(1).fit(x[chosen], y[chosen]).score(*test)
             assert curve.accuracy["a"][i, j] == pytest.approx(expected)
             assert curve.accuracy["1-NN"][i, j] == pytest.approx(expected)

@@ -101,6 +101,7 @@ _EXPORTS = {
     "merge_lora": "tftransfer.training.lora",
     "nt_xent_loss": "tftransfer.transfer.self_supervised",
     "pixel_baseline": "tftransfer.evaluation.label_efficiency",
+    "labelled_subset": "tftransfer.evaluation.label_efficiency",
     "pretrain_self_supervised": "tftransfer.transfer.self_supervised",
     "rank_backbones": "tftransfer.evaluation.ranking",
     "read_labels": "tftransfer.formats",

@@ -14,6 +14,7 @@ from tftransfer.evaluation.evaluation_report import EvaluationReport
 from tftransfer.evaluation.evaluation_report import MisclassifiedExample
 from tftransfer.evaluation.label_efficiency import LabelEfficiency
 from tftransfer.evaluation.label_efficiency import label_efficiency
+from tftransfer.evaluation.label_efficiency import labelled_subset
 from tftransfer.evaluation.label_efficiency import pixel_baseline
 from tftransfer.evaluation.logme import logme
 from tftransfer.evaluation.multitask_report import MultiTaskReport
@@ -49,6 +50,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_linear_probe",
     "label_efficiency",
+    "labelled_subset",
     "logistic_regression",
     "logme",
     "nearest_neighbour",

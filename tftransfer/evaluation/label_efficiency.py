@@ -32,10 +32,31 @@ DEFAULT_LABELS_PER_CLASS = (1, 2, 3, 5, 10)
 DEFAULT_SEEDS = (0, 1, 2)
 
 
-def labelled_subset(y, labels_per_class, seed):
+def labelled_subset(y, labels_per_class, *, seed):
     """The indices of `labels_per_class` examples of each class of `y`,
-    drawn with `seed`; for one seed, a smaller count's subset is inside a
-    larger one's."""
+    drawn with `seed`: the labelled subsets that `label_efficiency` trains
+    on, for a few-label experiment of your own. For one seed, a smaller
+    count's subset is inside a larger one's.
+
+    Args:
+        y: integer class labels of the pool, shape ``(n,)``.
+        labels_per_class: how many examples of each class to take.
+        seed: the draw's seed.
+
+    Returns:
+        The chosen indices into `y`, sorted.
+
+    Raises:
+        ValueError: a class has fewer than `labels_per_class` examples.
+
+    Example:
+
+    >>> y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    >>> one = labelled_subset(y, 1, seed=0)
+    >>> two = labelled_subset(y, 2, seed=0)
+    >>> y[one].tolist(), set(one) <= set(two)
+    ([0, 1, 2], True)
+    """
     y = np.asarray(y)
     rng = np.random.default_rng(seed)
     chosen = []
@@ -242,7 +263,7 @@ def label_efficiency(methods, train, test, *, labels_per_class=DEFAULT_LABELS_PE
     seconds = dict.fromkeys(methods, 0.0)
     for j, seed in enumerate(seeds):
         for i, count in enumerate(counts):
-            chosen = labelled_subset(y, count, seed)
+            chosen = labelled_subset(y, count, seed=seed)
             for name, method in methods.items():
                 start = time.perf_counter()
                 model = method(x[chosen], y[chosen], seed=seed)
