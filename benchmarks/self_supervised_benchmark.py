@@ -44,7 +44,6 @@ from tftransfer.demos.config import DemoConfig
 from tftransfer.demos.digits import digits_cnn
 from tftransfer.demos.label_curve import scratch_model
 from tftransfer.evaluation.label_efficiency import label_efficiency
-from tftransfer import labelled_subset
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 LABELS_PER_CLASS = (1, 3, 5)
@@ -138,7 +137,7 @@ def main(work_dir):
                 "SimCLR": transfer(simclr_path, cut_at=None, pooling=SIMCLR_POOLING)}
         x_pool, y_pool = data["pool"]
         for i, count in enumerate(LABELS_PER_CLASS):
-            chosen = labelled_subset(y_pool, count, seed=seed)
+            chosen = tft.labelled_subset(y_pool, count, seed=seed)
             for name, method in runs.items():
                 t = time.perf_counter()
                 model = method(x_pool[chosen], y_pool[chosen], seed=seed)
