@@ -20,6 +20,8 @@ def test_cli_demo_quick_writes_report_plot_and_a_servable_export(tmp_path, capsy
     assert "Held-out accuracy by labelled images per class" in printed
     assert "logistic regression on pixels" in printed
     report = json.loads((out / "report.json").read_text())
+    # What `run_demo` returned (printed by the CLI) is what it wrote.
+    assert f"transfer (two-phase):  {report['transfer_accuracy']:.3f}" in printed
     for key in ("transfer_accuracy", "scratch_accuracy", "head_only_accuracy",
                 "source_accuracy_inference_mode"):
         assert 0.0 <= report[key] <= 1.0
